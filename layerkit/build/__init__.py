@@ -1,0 +1,1 @@
+"""Build: turn a Dockerfile and a context into an image."""
