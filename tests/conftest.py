@@ -43,6 +43,17 @@ def _fixture_tgz(version: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def oci_validate(shared_dir: Path) -> Any:
+    """``oci_validate(kind, doc)`` with kind manifest|index|config|layout|descriptor; raises on invalid."""
+    from oci_schema import make_validator
+
+    schema_dir = shared_dir / "conformance" / "oci-image-spec-schema"
+    if not schema_dir.is_dir():
+        pytest.skip("OCI image-spec schemas not found in ../shared/conformance")
+    return make_validator(schema_dir)
+
+
+@pytest.fixture(scope="session")
 def alpine_tgz() -> Path:
     return _fixture_tgz("3.20.3")
 
