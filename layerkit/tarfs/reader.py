@@ -1,0 +1,644 @@
+"""Streaming tar reader for layers: one pass, constant memory, every member name cleaned.
+
+Our own parser rather than :mod:`tarfile` because a layer reader must (a) stream without keeping
+member objects (tarfile's ``members`` list grows per entry even in ``r|``), (b) keep PAX ``mtime``
+to the nanosecond and ``SCHILY.xattr.*`` values as exact bytes, (c) enforce limits before it
+allocates and (d) fail with one error type naming the layer and the entry. It reads ustar, PAX
+(``x`` and ``g``), GNU (``L``/``K`` long names, base-256 numbers, ``S`` sparse, ``D`` dumpdir) and
+v7 headers, and PAX sparse 0.1 and 1.0, expanding sparse files to their real size.
+
+Policy: an entry is yielded with a content reader for FILE entries, valid until the next
+iteration; what the caller leaves unread is skipped. Duplicate paths are yielded as they come
+(the unioner decides). Consecutive extended headers of the same kind (two ``x``, two ``L``) are
+refused as ambiguous overrides.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Iterator
+
+from ..digest import CHUNK
+from ..errors import LayerError, LimitExceededError, TarFormatError, UnsafePathError
+from .compression import open_decompressed
+from .entry import Entry, EntryType
+from .paths import clean_member
+
+__all__ = ["Limits", "DEFAULT_LIMITS", "iter_entries", "iter_layer"]
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+_MAX_SIZE = 1 << 62  # beyond any real file; also bounds base-256 nonsense
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource ceilings for reading one layer; defaults no real image reaches.
+
+    ``max_bytes`` caps the uncompressed tar (64 GiB), ``max_entries`` the members (10 M),
+    ``max_header_bytes`` one PAX/GNU long-name payload (1 MiB). ``max_ratio`` caps
+    uncompressed/compressed size when the compressed size is known; it is off by default because
+    legitimate layers holding zero-filled files (``/var/log/lastlog``) reach gzip's 1032:1.
+    """
+
+    max_bytes: int = 64 << 30
+    max_entries: int = 10_000_000
+    max_header_bytes: int = 1 << 20
+    max_ratio: float | None = None
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class _Source:
+    """Buffered, counted reads from the decompressed tar stream."""
+
+    __slots__ = ("_s", "_buf", "_pos", "offset", "_max", "_what", "_scratch")
+
+    def __init__(self, stream: BinaryIO, max_bytes: int, what: str) -> None:
+        self._s = stream
+        self._buf = b""
+        self._pos = 0
+        self.offset = 0
+        self._max = max_bytes
+        self._what = what
+        self._scratch: bytearray | None = None
+
+    def _raw_read(self, n: int) -> bytes:
+        try:
+            return self._s.read(n)
+        except LayerError:
+            raise
+        except (OSError, EOFError, ValueError) as exc:
+            raise TarFormatError(f"{self._what}: reading the tar stream: {exc}") from exc
+
+    def _count(self, n: int) -> None:
+        self.offset += n
+        if self.offset > self._max:
+            raise LimitExceededError(
+                f"{self._what}: more than {self._max} uncompressed bytes; raise the limit if this layer is trusted"
+            )
+
+    def block(self) -> bytes | None:
+        """The next 512-byte block, ``None`` at a clean EOF; raises on a partial block."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= BLOCK:
+            self._pos = pos + BLOCK
+            self._count(BLOCK)
+            return buf[pos : pos + BLOCK]
+        rest = buf[pos:]
+        while len(rest) < BLOCK:
+            chunk = self._raw_read(CHUNK)
+            if not chunk:
+                break
+            rest += chunk
+        self._buf, self._pos = rest, 0
+        if not rest:
+            return None
+        if len(rest) < BLOCK:
+            raise TarFormatError(f"{self._what}: truncated archive: partial header at byte {self.offset}")
+        self._pos = BLOCK
+        self._count(BLOCK)
+        return rest[:BLOCK]
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (n > 0) or TarFormatError."""
+        self._count(n)
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail >= n:
+            self._pos = pos + n
+            return buf[pos : pos + n]
+        parts = [buf[pos:]] if avail else []
+        need = n - avail
+        self._buf, self._pos = b"", 0
+        while need:
+            chunk = self._raw_read(need if need >= 65536 else CHUNK)
+            if not chunk:
+                raise TarFormatError(f"{self._what}: truncated archive: {need} bytes missing at byte {self.offset - need}")
+            if len(chunk) > need:
+                parts.append(chunk[:need])
+                self._buf, self._pos = chunk, need
+                need = 0
+            else:
+                parts.append(chunk)
+                need -= len(chunk)
+        return b"".join(parts)
+
+    def skip(self, n: int) -> None:
+        if n <= 0:
+            return
+        self._count(n)
+        avail = len(self._buf) - self._pos
+        if avail >= n:
+            self._pos += n
+            return
+        n -= avail
+        self._buf, self._pos = b"", 0
+        if self._scratch is None:
+            self._scratch = bytearray(CHUNK)
+        scratch = self._scratch
+        view = memoryview(scratch)
+        readinto = getattr(self._s, "readinto", None)
+        while n:
+            want = min(n, CHUNK)
+            if readinto is not None:
+                try:
+                    got = readinto(view[:want])
+                except LayerError:
+                    raise
+                except (OSError, EOFError, ValueError) as exc:
+                    raise TarFormatError(f"{self._what}: reading the tar stream: {exc}") from exc
+            else:
+                got = len(self._raw_read(want))
+            if not got:
+                raise TarFormatError(f"{self._what}: truncated archive: {n} bytes missing at byte {self.offset - n}")
+            n -= got
+
+    def drain(self) -> None:
+        """Consume the stream to EOF (record padding), so digest-verifying wrappers see it all."""
+        self._buf, self._pos = b"", 0
+        while True:
+            chunk = self._raw_read(CHUNK)
+            if not chunk:
+                return
+            self._count(len(chunk))
+
+
+class _FileReader(io.RawIOBase):
+    """Content of one FILE entry; valid until the iteration moves on."""
+
+    def __init__(self, src: _Source, size: int) -> None:
+        self._src = src
+        self._left = size
+        self._dead = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self._dead:
+            raise ValueError("content reader used after iter_entries moved to the next entry")
+        left = self._left
+        if n is None or n < 0 or n > left:
+            n = left
+        if n == 0:
+            return b""
+        data = self._src.read(n)
+        self._left = left - n
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        n = len(data)
+        memoryview(b).cast("B")[:n] = data
+        return n
+
+    def _finish(self) -> None:
+        if not self._dead:
+            self._src.skip(self._left)
+            self._left = 0
+            self._dead = True
+
+
+class _SparseReader(_FileReader):
+    """Expands a sparse file: stored data segments at their offsets, zeros in the holes."""
+
+    def __init__(self, src: _Source, stored: int, segments: list[tuple[int, int]], realsize: int) -> None:
+        super().__init__(src, stored)
+        self._segments = segments
+        self._seg = 0
+        self._pos = 0
+        self._real = realsize
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self._dead:
+            raise ValueError("content reader used after iter_entries moved to the next entry")
+        remaining = self._real - self._pos
+        if n is None or n < 0 or n > remaining:
+            n = remaining
+        out: list[bytes] = []
+        while n > 0:
+            while self._seg < len(self._segments) and self._segments[self._seg][0] + self._segments[self._seg][1] <= self._pos:
+                self._seg += 1
+            if self._seg < len(self._segments):
+                off, length = self._segments[self._seg]
+            else:
+                off, length = self._real, 0
+            if self._pos < off:  # hole
+                k = min(n, off - self._pos)
+                out.append(bytes(k))
+            else:
+                k = min(n, off + length - self._pos)
+                out.append(self._src.read(k))
+                self._left -= k
+            self._pos += k
+            n -= k
+        return b"".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# header field decoding
+
+
+def _str(field: bytes) -> str:
+    i = field.find(b"\0")
+    if i >= 0:
+        field = field[:i]
+    return field.decode("utf-8", "surrogateescape")
+
+
+def _num(field: bytes) -> int:
+    """Octal (NUL/space padded) or GNU base-256 (0x80 positive, 0xff negative)."""
+    first = field[0]
+    if first & 0x80:
+        if first == 0xFF:
+            return int.from_bytes(field, "big", signed=True)
+        return int.from_bytes(field[1:], "big") | ((first & 0x7F) << (8 * (len(field) - 1)))
+    i = field.find(b"\0")
+    if i >= 0:
+        field = field[:i]
+    field = field.strip(b" ")
+    if not field:
+        return 0
+    return int(field, 8)  # ValueError -> caller
+
+
+def _parse_pax(data: bytes, what: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if data[pos] == 0:  # some writers pad with NULs
+            break
+        sp = data.find(b" ", pos, pos + 24)
+        if sp < 0:
+            raise TarFormatError(f"{what}: malformed PAX record at offset {pos}")
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            raise TarFormatError(f"{what}: malformed PAX record length at offset {pos}") from None
+        if length <= sp - pos + 2 or pos + length > end or data[pos + length - 1] != 0x0A:
+            raise TarFormatError(f"{what}: malformed PAX record at offset {pos}")
+        key, eq, val = data[sp + 1 : pos + length - 1].partition(b"=")
+        if not eq or not key:
+            raise TarFormatError(f"{what}: malformed PAX record at offset {pos}")
+        out[key.decode("utf-8", "surrogateescape")] = val
+        pos += length
+    return out
+
+
+def _pax_int(val: bytes, key: str, what: str) -> int:
+    if not val.isdigit():
+        raise TarFormatError(f"{what}: invalid PAX {key}={val[:40]!r}")
+    return int(val)
+
+
+def _pax_time_ns(val: bytes, what: str) -> int:
+    """``[-]sec[.frac]`` to integer nanoseconds, exactly (never through a float)."""
+    s = val.decode("ascii", "replace")
+    neg = s.startswith("-")
+    if neg:
+        s = s[1:]
+    sec, _, frac = s.partition(".")
+    if not sec.isdigit() or (frac and not frac.isdigit()) or len(sec) > 20:
+        raise TarFormatError(f"{what}: invalid PAX mtime {val[:40]!r}")
+    ns = int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
+    return -ns if neg else ns
+
+
+_TYPES = {
+    b"0": EntryType.FILE,
+    b"\0": EntryType.FILE,
+    b"7": EntryType.FILE,
+    b"1": EntryType.HARDLINK,
+    b"2": EntryType.SYMLINK,
+    b"3": EntryType.CHAR,
+    b"4": EntryType.BLOCK,
+    b"5": EntryType.DIR,
+    b"6": EntryType.FIFO,
+    b"D": EntryType.DIR,  # GNU dumpdir: a directory whose data lists its names
+}
+
+
+def _old_gnu_sparse(blk: bytes, src: _Source, what: str) -> tuple[list[tuple[int, int]], int]:
+    segs: list[tuple[int, int]] = []
+
+    def take(area: bytes, count: int) -> None:
+        for i in range(count):
+            off_f = area[i * 24 : i * 24 + 12]
+            len_f = area[i * 24 + 12 : i * 24 + 24]
+            if off_f == bytes(12):
+                return
+            segs.append((_num(off_f), _num(len_f)))
+
+    take(blk[386:482], 4)
+    extended = blk[482]
+    realsize = _num(blk[483:495])
+    while extended:
+        ext = src.block()
+        if ext is None:
+            raise TarFormatError(f"{what}: truncated archive inside a GNU sparse map")
+        take(ext[:504], 21)
+        extended = ext[504]
+        if len(segs) > 1_000_000:
+            raise LimitExceededError(f"{what}: sparse map too long")
+    return segs, realsize
+
+
+def _check_segments(segs: list[tuple[int, int]], realsize: int, stored: int, what: str) -> None:
+    pos = 0
+    total = 0
+    for off, length in segs:
+        if off < pos or length < 0 or off + length > realsize:
+            raise TarFormatError(f"{what}: invalid sparse map")
+        pos = off + length
+        total += length
+    if total != stored:
+        raise TarFormatError(f"{what}: sparse map covers {total} bytes but {stored} are stored")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def iter_entries(
+    stream: BinaryIO, *, layer: str = "", limits: Limits | None = None, drain: bool = True
+) -> Iterator[tuple[Entry, BinaryIO | None]]:
+    """Yield ``(entry, content)`` for each member of an uncompressed tar stream.
+
+    ``content`` is a reader for FILE entries (``None`` otherwise), valid only until the next
+    iteration. After the end-of-archive marker the rest of ``stream`` is drained (``drain=True``) so
+    a digest-verifying stream underneath sees every byte. Raises TarFormatError (malformed input),
+    UnsafePathError (names escaping the root) and LimitExceededError, all naming ``layer``.
+    """
+    lim = limits or DEFAULT_LIMITS
+    what = f"layer {layer}" if layer else "layer"
+    src = _Source(stream, lim.max_bytes, what)
+    globals_: dict[str, bytes] = {}
+    count = 0
+    current: _FileReader | None = None
+
+    while True:
+        if current is not None:
+            current._finish()
+            current = None
+        pax: dict[str, bytes] | None = None
+        longname: bytes | None = None
+        longlink: bytes | None = None
+        while True:  # collect extension headers until a real member
+            hdr_off = src.offset
+            blk = src.block()
+            if blk is None:
+                if pax is not None or longname is not None or longlink is not None:
+                    raise TarFormatError(f"{what}: truncated archive after an extended header")
+                return
+            if blk == _ZERO_BLOCK:
+                if pax is not None or longname is not None or longlink is not None:
+                    raise TarFormatError(f"{what}: end of archive right after an extended header")
+                if drain:
+                    src.drain()
+                return
+            raw_name = blk[0:100]
+            ename = _str(raw_name)
+            ewhat = f"{what}: entry {ename!r} at byte {hdr_off}"
+            # checksum: unsigned sum with the field as spaces; some old tars used signed bytes
+            try:
+                want = _num(blk[148:156])
+            except ValueError:
+                raise TarFormatError(f"{ewhat}: invalid header (bad checksum field); not a tar archive?") from None
+            got = sum(blk) - sum(blk[148:156]) + 256
+            if want != got:
+                signed = sum(b - 256 if b > 127 else b for b in blk) - sum(
+                    b - 256 if b > 127 else b for b in blk[148:156]
+                ) + 256
+                if want != signed:
+                    raise TarFormatError(f"{ewhat}: header checksum mismatch; corrupt or not a tar archive")
+            tflag = blk[156:157]
+            try:
+                size = _num(blk[124:136])
+            except ValueError:
+                raise TarFormatError(f"{ewhat}: invalid size field") from None
+            if size < 0 or size > _MAX_SIZE:
+                raise TarFormatError(f"{ewhat}: invalid size {size}")
+            if tflag in (b"x", b"g", b"L", b"K"):
+                if size > lim.max_header_bytes:
+                    raise LimitExceededError(
+                        f"{ewhat}: extended header of {size} bytes exceeds the {lim.max_header_bytes}-byte limit"
+                    )
+                data = src.read(size) if size else b""
+                src.skip(-size % BLOCK)
+                if tflag == b"x":
+                    if pax is not None:
+                        raise TarFormatError(f"{ewhat}: two PAX headers for one entry")
+                    pax = _parse_pax(data, ewhat)
+                elif tflag == b"g":
+                    for k, v in _parse_pax(data, ewhat).items():
+                        if v:
+                            globals_[k] = v
+                        else:
+                            globals_.pop(k, None)
+                elif tflag == b"L":
+                    if longname is not None:
+                        raise TarFormatError(f"{ewhat}: two GNU long-name headers for one entry")
+                    longname = data.split(b"\0", 1)[0]
+                else:
+                    if longlink is not None:
+                        raise TarFormatError(f"{ewhat}: two GNU long-link headers for one entry")
+                    longlink = data.split(b"\0", 1)[0]
+                continue
+            if tflag == b"V":  # GNU volume label: not a file
+                src.skip(size + (-size % BLOCK))
+                continue
+            break
+
+        count += 1
+        if count > lim.max_entries:
+            raise LimitExceededError(f"{what}: more than {lim.max_entries} entries")
+
+        magic = blk[257:263]
+        ustar = magic == b"ustar\x00"
+        gnu = blk[257:265] == b"ustar  \x00"
+        name_b = raw_name.split(b"\0", 1)[0]
+        if ustar and blk[345] != 0:
+            name_b = blk[345:500].split(b"\0", 1)[0] + b"/" + name_b
+        name = longname.decode("utf-8", "surrogateescape") if longname is not None else name_b.decode(
+            "utf-8", "surrogateescape"
+        )
+        link = longlink.decode("utf-8", "surrogateescape") if longlink is not None else _str(blk[157:257])
+        try:
+            mode = _num(blk[100:108]) & 0o7777
+            uid = _num(blk[108:116])
+            gid = _num(blk[116:124])
+            mtime_ns = _num(blk[136:148]) * 1_000_000_000
+            devmajor = _num(blk[329:337]) if (ustar or gnu) else 0
+            devminor = _num(blk[337:345]) if (ustar or gnu) else 0
+        except ValueError:
+            raise TarFormatError(f"{what}: entry {name!r} at byte {hdr_off}: invalid numeric field") from None
+        xattrs: dict[str, bytes] = {}
+        sparse: tuple[list[tuple[int, int]], int] | None = None
+        stored = size
+
+        merged = globals_
+        if pax is not None:
+            merged = {**globals_, **pax} if globals_ else pax
+        if merged:
+            ewhat = f"{what}: entry {name!r} at byte {hdr_off}"
+            for key, val in merged.items():
+                if not val:
+                    continue  # an empty value restores the header's own field
+                if key == "path":
+                    name = val.decode("utf-8", "surrogateescape")
+                elif key == "linkpath":
+                    link = val.decode("utf-8", "surrogateescape")
+                elif key == "size":
+                    stored = size = _pax_int(val, key, ewhat)
+                    if size > _MAX_SIZE:
+                        raise TarFormatError(f"{ewhat}: invalid PAX size {size}")
+                elif key == "mtime":
+                    mtime_ns = _pax_time_ns(val, ewhat)
+                elif key == "uid":
+                    uid = _pax_int(val, key, ewhat)
+                elif key == "gid":
+                    gid = _pax_int(val, key, ewhat)
+                elif key.startswith("SCHILY.xattr."):
+                    xattrs[key[13:]] = val
+                elif key == "SCHILY.devmajor":
+                    devmajor = _pax_int(val, key, ewhat)
+                elif key == "SCHILY.devminor":
+                    devminor = _pax_int(val, key, ewhat)
+            if "GNU.sparse.major" in merged or "GNU.sparse.map" in merged or "GNU.sparse.size" in merged:
+                sparse, name, used = _pax_sparse(merged, name, src, ewhat, lim)
+                stored = size - used
+        ewhat = f"{what}: entry {name!r} at byte {hdr_off}"
+
+        if tflag == b"S":
+            sparse = _old_gnu_sparse(blk, src, ewhat)
+        etype = _TYPES.get(tflag)
+        if tflag == b"S":
+            etype = EntryType.FILE
+        if etype is None:
+            if tflag in (b"M", b"N"):
+                raise TarFormatError(f"{ewhat}: unsupported GNU multi-volume/old long-name entry (type {tflag!r})")
+            raise TarFormatError(f"{ewhat}: unknown entry type {tflag!r}")
+        if tflag == b"\0" and name.endswith("/"):
+            etype = EntryType.DIR
+
+        try:
+            path = clean_member(name)
+            if etype is EntryType.HARDLINK:
+                if not link:
+                    raise UnsafePathError(name, "hard link without a target")
+                link = clean_member(link)
+        except UnsafePathError as exc:
+            raise UnsafePathError(exc.member, exc.reason, layer) from None
+
+        if etype is EntryType.FILE:
+            if sparse is not None:
+                segs, realsize = sparse
+                _check_segments(segs, realsize, stored, ewhat)
+                if src.offset + stored > lim.max_bytes:
+                    raise LimitExceededError(f"{ewhat}: member of {stored} bytes exceeds the layer limit")
+                current = _SparseReader(src, stored, segs, realsize)
+                pad = -size % BLOCK
+                entry = Entry(path, etype, mode, uid, gid, realsize, mtime_ns, "", 0, 0, xattrs)
+            else:
+                if src.offset + size > lim.max_bytes:
+                    raise LimitExceededError(
+                        f"{ewhat}: member of {size} bytes exceeds the {lim.max_bytes}-byte layer limit"
+                    )
+                current = _FileReader(src, size)
+                pad = -size % BLOCK
+                entry = Entry(path, etype, mode, uid, gid, size, mtime_ns, "", 0, 0, xattrs)
+            yield entry, current  # type: ignore[misc]
+            current._finish()
+            current = None
+            src.skip(pad)
+            continue
+
+        if etype is EntryType.SYMLINK:
+            linkname = link
+        elif etype is EntryType.HARDLINK:
+            linkname = link
+        else:
+            linkname = ""
+        if not (etype is EntryType.CHAR or etype is EntryType.BLOCK):
+            devmajor = devminor = 0
+        entry = Entry(path, etype, mode, uid, gid, 0, mtime_ns, linkname, devmajor, devminor, xattrs)
+        if size:  # data on a non-file (dumpdir lists, hard links with data): not content
+            if src.offset + size > lim.max_bytes:
+                raise LimitExceededError(f"{ewhat}: member of {size} bytes exceeds the layer limit")
+            src.skip(size + (-size % BLOCK))
+        yield entry, None
+
+
+def _pax_sparse(
+    merged: dict[str, bytes], name: str, src: _Source, what: str, lim: Limits
+) -> tuple[tuple[list[tuple[int, int]], int], str, int]:
+    """GNU PAX sparse 0.1 (map in a record) and 1.0 (map at the start of the data)."""
+    major = merged.get("GNU.sparse.major", b"")
+    minor = merged.get("GNU.sparse.minor", b"")
+    realsize_b = merged.get("GNU.sparse.realsize") or merged.get("GNU.sparse.size")
+    if realsize_b is None:
+        raise TarFormatError(f"{what}: PAX sparse entry without a real size")
+    realsize = _pax_int(realsize_b, "GNU.sparse.realsize", what)
+    if "GNU.sparse.name" in merged:
+        name = merged["GNU.sparse.name"].decode("utf-8", "surrogateescape")
+    segs: list[tuple[int, int]] = []
+    used = 0
+    if major == b"1" and minor == b"0":
+        # map: decimal numbers, one per line, padded to a block; counted out of the stored data
+        start = src.offset
+        buf = b""
+        numbers: list[int] = []
+        want: int | None = None
+        while want is None or len(numbers) < 1 + 2 * want:
+            if len(buf) > lim.max_header_bytes:
+                raise LimitExceededError(f"{what}: sparse map too long")
+            nl = buf.find(b"\n")
+            if nl < 0:
+                buf += src.read(BLOCK)
+                continue
+            tok, buf = buf[:nl], buf[nl + 1 :]
+            numbers.append(_pax_int(tok, "sparse map", what))
+            if want is None:
+                want = numbers[0]
+                if want > 1_000_000:
+                    raise LimitExceededError(f"{what}: sparse map too long")
+        used = src.offset - start  # whole blocks, part of the stored size
+        it = iter(numbers[1:])
+        segs = list(zip(it, it))
+    elif "GNU.sparse.map" in merged:
+        vals = merged["GNU.sparse.map"].split(b",")
+        if len(vals) % 2:
+            raise TarFormatError(f"{what}: odd PAX sparse map")
+        nums = [_pax_int(v, "GNU.sparse.map", what) for v in vals if v]
+        it = iter(nums)
+        segs = list(zip(it, it))
+    else:
+        raise TarFormatError(f"{what}: unsupported GNU PAX sparse format 0.0; repack with --sparse-version=1.0")
+    return (segs, realsize), name, used
+
+
+def iter_layer(
+    blob: BinaryIO,
+    *,
+    layer: str = "",
+    limits: Limits | None = None,
+    compressed_size: int | None = None,
+) -> Iterator[tuple[Entry, BinaryIO | None]]:
+    """Like :func:`iter_entries` on a layer blob in any codec (gzip, zstd, plain), sniffed by magic.
+
+    The ratio limit applies when ``compressed_size`` (e.g. the descriptor size) is given.
+    """
+    lim = limits or DEFAULT_LIMITS
+    what = f"layer {layer}" if layer else "layer"
+    dec = open_decompressed(
+        blob, max_bytes=lim.max_bytes, max_ratio=lim.max_ratio, compressed_size=compressed_size, what=what
+    )
+    try:
+        yield from iter_entries(dec, layer=layer, limits=lim)
+    finally:
+        dec.close()
