@@ -1,0 +1,262 @@
+"""One entry point from a reference string to an ``Image`` (``open_image``) or an ``ImageSink``
+(``open_sink``), whatever the transport (see ``layerkit.reference`` for the grammar).
+
+A small dispatch table; each source module is imported only when its transport is used (the docker
+SDK and oras cost 100+ ms to import). A bare name (``alpine``, ``demo:1``) resolves like this:
+the local store, then the Docker Engine (only when one answers within a couple of seconds), then the
+registry (Docker Hub by default). Which one answered is recorded in ``image.resolved_from``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from .errors import ImageNotFoundError, InvalidReferenceError, SourceError
+from .image import Image, ImageSink
+from .reference import DockerReference, TransportReference, parse_reference
+from .spec import Descriptor, Platform
+
+__all__ = ["open_image", "open_sink", "resolved_from"]
+
+FORMATS = ("oci", "docker")
+
+
+@dataclass(frozen=True)
+class _Options:
+    platform: Platform | None
+    insecure: bool
+    home: str | os.PathLike[str] | None
+    credentials: Any
+
+
+def resolved_from(image: Image) -> str:
+    """Which source answered for ``image`` (``"store"``, ``"docker-daemon"``, ``"registry docker.io"``…)."""
+    return str(getattr(image, "resolved_from", "") or "")
+
+
+def _store(home: str | os.PathLike[str] | None) -> Any:
+    from .store import open_store
+
+    return open_store(home)
+
+
+def _tmp_dir(home: str | os.PathLike[str] | None) -> Path | None:
+    """Where big temporaries go: the store's tmp dir (same disk as the blobs), else ``$TMPDIR``."""
+    try:
+        tmp = Path(_store(home).tmp_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+    except (OSError, SourceError, ImportError):
+        return None
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+
+def _open_oci(ref: TransportReference, o: _Options) -> Image:
+    from .sources import oci
+
+    return oci.open_image(ref.path, ref.name, o.platform)
+
+
+def _open_archive(ref: TransportReference, o: _Options) -> Image:
+    from .sources import archive
+
+    return archive.open_image(ref.path, ref.name, ref.index, platform=o.platform)
+
+
+def _open_oci_archive(ref: TransportReference, o: _Options) -> Image:
+    # an OCI layout in a tar is read by the same seeking reader (it tolerates a missing manifest.json)
+    from .sources import archive
+
+    source = archive.read_archive(ref.path, name=f"oci-archive:{ref.path}")
+    entry = archive.select(source, ref.name)
+    return archive.image_from_entry(source, entry, ref.text, o.platform)
+
+
+def _open_daemon(ref: TransportReference, o: _Options) -> Image:
+    from .sources import daemon
+
+    return daemon.open_image(ref.name, platform=o.platform, tmp_dir=_tmp_dir(o.home))
+
+
+def _open_registry(ref: TransportReference, o: _Options) -> Image:
+    assert ref.docker is not None
+    from .sources import registry
+
+    return registry.open_image(ref.docker, platform=o.platform, insecure=o.insecure, credentials=o.credentials)
+
+
+def _open_store(ref: TransportReference, o: _Options) -> Image:
+    name = ref.docker.familiar if ref.docker is not None else ref.name
+    return _store(o.home).image(name, o.platform)  # type: ignore[no-any-return]
+
+
+def _open_bare(ref: TransportReference, o: _Options) -> Image:
+    """Local store → Docker Engine (when one answers quickly) → registry; say what was tried."""
+    assert ref.docker is not None
+    from .sources import daemon
+
+    tried: list[str] = []
+    try:
+        image = _open_store(ref, o)
+        image.resolved_from = "store"  # type: ignore[attr-defined]
+        return image
+    except ImageNotFoundError:
+        tried.append("local store: no such tag")
+    if daemon.daemon_available():
+        try:
+            image = daemon.open_image(ref.docker.familiar, platform=o.platform, tmp_dir=_tmp_dir(o.home))
+            image.resolved_from = "docker-daemon"  # type: ignore[attr-defined]
+            return image
+        except ImageNotFoundError:
+            tried.append("Docker Engine: no such image")
+    else:
+        tried.append(f"Docker Engine: none answers at {daemon.docker_host()}")
+    try:
+        image = _open_registry(ref, o)
+    except SourceError as exc:
+        tried.append(f"registry {ref.docker.registry}: {exc}")
+        raise ImageNotFoundError(f"image {ref.text!r} not found; tried {'; '.join(tried)}") from None
+    image.resolved_from = f"registry {ref.docker.registry}"  # type: ignore[attr-defined]
+    return image
+
+
+_OPENERS: dict[str, Callable[[TransportReference, _Options], Image]] = {
+    "": _open_bare,
+    "oci": _open_oci,
+    "oci-archive": _open_oci_archive,
+    "docker-archive": _open_archive,
+    "docker-daemon": _open_daemon,
+    "docker": _open_registry,
+    "store": _open_store,
+}
+
+
+def _as_platform(platform: Platform | str | None) -> Platform | None:
+    return Platform.parse(platform) if isinstance(platform, str) else platform
+
+
+def open_image(
+    ref: str,
+    *,
+    platform: Platform | str | None = None,
+    insecure: bool = False,
+    home: str | os.PathLike[str] | None = None,
+    credentials: Any = None,
+) -> Image:
+    """The image ``ref`` names, from wherever it lives; ``image.resolved_from`` says where that was."""
+    tref = parse_reference(ref)
+    image = _OPENERS[tref.transport](tref, _Options(_as_platform(platform), insecure, home, credentials))
+    if not resolved_from(image):
+        image.resolved_from = tref.transport  # type: ignore[attr-defined]
+    return image
+
+
+# --- sinks ----------------------------------------------------------------------------------------
+
+
+def _sink_oci(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
+    from .sources import oci
+
+    return oci.OCILayoutSink(ref.path, ref.name)  # type: ignore[no-any-return]
+
+
+def _sink_store(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
+    from .sources import oci
+
+    name = ref.docker.familiar if ref.docker is not None else ref.name
+    return oci.OCILayoutSink(_store(home), name)  # type: ignore[no-any-return]
+
+
+def _sink_archive(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
+    from .sources import archive
+
+    if ref.index is not None:
+        raise InvalidReferenceError(f"{ref.text}: @N selects an image to read; to write, give NAME:TAG or nothing")
+    return archive.ArchiveSink(ref.path, [ref.name] if ref.name else [])
+
+
+def _sink_daemon(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
+    from .sources import daemon
+
+    return daemon.DaemonSink(ref.name, tmp_dir=_tmp_dir(home))
+
+
+def _sink_registry(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
+    from .sources import registry
+
+    return registry.RegistrySink(ref.docker, insecure=insecure)  # type: ignore[no-any-return]
+
+
+def _sink_unsupported(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
+    raise InvalidReferenceError(
+        f"writing {ref.text}: {ref.transport} is read-only in layerkit; write oci:DIR or docker-archive:FILE instead"
+    )
+
+
+_SINKS: dict[str, Callable[[TransportReference, bool, Any], ImageSink]] = {
+    "": _sink_store,
+    "store": _sink_store,
+    "oci": _sink_oci,
+    "oci-archive": _sink_unsupported,
+    "docker-archive": _sink_archive,
+    "docker-daemon": _sink_daemon,
+    "docker": _sink_registry,
+}
+
+
+class _FormatDefault:
+    """An ``ImageSink`` carrying the manifest format ``copy_image`` should write when not told."""
+
+    def __init__(self, sink: ImageSink, format: str) -> None:
+        self._sink = sink
+        self.default_format = format
+        self.name = sink.name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._sink, attr)
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        return self._sink.has_blob(descriptor)
+
+    def put_blob(self, descriptor: Descriptor, stream: BinaryIO) -> None:
+        self._sink.put_blob(descriptor, stream)
+
+    def put_image(self, image: Image) -> None:
+        self._sink.put_image(image)
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+def open_sink(
+    ref: str,
+    *,
+    insecure: bool = False,
+    home: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+) -> ImageSink:
+    """Where to write an image: a bare name or ``store:NAME`` tags the local store; ``oci:``,
+    ``docker-archive:``, ``docker-daemon:`` and registry references write there. ``format``
+    (``oci``/``docker``) becomes the sink's default for ``copy_image``. Call ``close()`` to commit
+    (or use the sink as a context manager where it is one; ``abort()`` discards where supported)."""
+    if format is not None and format not in FORMATS:
+        raise InvalidReferenceError(f"unknown image format {format!r}: expected one of {', '.join(FORMATS)}")
+    tref = parse_reference(ref)
+    sink = _SINKS[tref.transport](tref, insecure, home)
+    return _FormatDefault(sink, format) if format else sink  # type: ignore[return-value]
+
+
+def bare_to_registry(ref: str) -> str:
+    """``push``'s destination: a name without transport means a registry, not the local store."""
+    tref = parse_reference(ref)
+    return f"docker://{tref.docker}" if tref.transport == "" and tref.docker is not None else ref
+
+
+def docker_name(ref: str) -> DockerReference | None:
+    """The registry-style name a reference carries (bare, ``docker://``, ``docker-daemon:``, ``store:``)."""
+    return parse_reference(ref).docker
