@@ -1,0 +1,22 @@
+"""Content-addressed image storage: OCI image layouts on disk and layerkit's local store."""
+
+from __future__ import annotations
+
+from .layout import GC_GRACE_SECONDS, BlobWriter, CheckResult, GcResult, ImageSummary, OCILayout
+from .local import LocalStore, default_home, normalize_tag, open_store
+from .lock import FileLock, LockTimeoutError
+
+__all__ = [
+    "OCILayout",
+    "BlobWriter",
+    "GcResult",
+    "CheckResult",
+    "ImageSummary",
+    "GC_GRACE_SECONDS",
+    "LocalStore",
+    "open_store",
+    "default_home",
+    "normalize_tag",
+    "FileLock",
+    "LockTimeoutError",
+]
