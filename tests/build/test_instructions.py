@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from layerkit.build.dockerfile.instructions import (
     Arg,
     Cmd,
     Copy,
+    Dockerfile,
     Entrypoint,
     Env,
     Expose,
@@ -27,7 +29,6 @@ from layerkit.build.dockerfile.instructions import (
     Stopsignal,
     User,
     Volume,
-    Workdir,
     dump,
     expand,
     expand_words,
@@ -36,15 +37,19 @@ from layerkit.build.dockerfile.instructions import (
 )
 from layerkit.build.dockerfile.parser import parse
 from layerkit.build.dockerfile.shell import ShellExpansionError
-from layerkit.errors import DockerfileSyntaxError, LayerkitError, UnsupportedInstructionError
+from layerkit.errors import (
+    DockerfileSyntaxError,
+    LayerkitError,
+    UnsupportedInstructionError,
+)
 
 
-def df(text: str):  # type: ignore[no-untyped-def]
+def df(text: str) -> Dockerfile:
     return parse_dockerfile(textwrap.dedent(text).lstrip("\n"))
 
 
-def only(text: str):  # type: ignore[no-untyped-def]
-    """The single instruction after ``FROM scratch``."""
+def only(text: str) -> Any:
+    """The single instruction after ``FROM scratch`` (typed Any: each test knows which it expects)."""
     (instruction,) = df("FROM scratch\n" + textwrap.dedent(text).lstrip("\n")).stages[0].instructions
     return instruction
 

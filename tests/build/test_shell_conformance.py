@@ -7,6 +7,7 @@ redistributed with layerkit; the module skips when they are absent.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ if not SHELL_DIR.is_dir():
 ENV_VAR_TEST_ENV = {"PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": ""}
 
 
-def _env_var_cases() -> list[pytest.param]:
+def _env_var_cases() -> list[Any]:
     cases = []
     text = (SHELL_DIR / "envVarTest").read_text(encoding="utf-8")
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -37,7 +38,7 @@ def _env_var_cases() -> list[pytest.param]:
     return cases
 
 
-def _words_cases() -> list[pytest.param]:
+def _words_cases() -> list[Any]:
     cases = []
     env: dict[str, str] = {}
     text = (SHELL_DIR / "wordsTest").read_text(encoding="utf-8")

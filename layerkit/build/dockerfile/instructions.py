@@ -566,7 +566,7 @@ def _onbuild(c: _Context) -> Onbuild:
     return c.make(Onbuild, expression=expression, instruction=instruction)
 
 
-def _build(c: _Context) -> Instruction:  # noqa: C901 - a dispatch table written out
+def _build(c: _Context) -> Instruction:
     kw = c.node.keyword
     if kw == "from":
         return _from(c)
@@ -609,10 +609,7 @@ def _build(c: _Context) -> Instruction:  # noqa: C901 - a dispatch table written
     raise AssertionError(kw)
 
 
-_KNOWN = (
-    "add arg cmd copy entrypoint env expose from healthcheck label maintainer onbuild run shell "
-    "stopsignal user volume workdir"
-).split()
+_KNOWN = ["add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label", "maintainer", "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir"]
 
 
 def _instruction(node: Node, file: str, escape_token: str) -> Instruction:
@@ -657,7 +654,7 @@ def parse_mount(spec: str, *, expand: Callable[[str], str] | None = None) -> Mou
         fields = next(csv.reader([spec], strict=True), [])
     except csv.Error as exc:
         raise ValueError(f"malformed mount {spec!r}: {exc}") from None
-    values: dict[str, object] = {"type": "bind", "spec": spec}
+    values: dict[str, Any] = {"type": "bind", "spec": spec}
     ro_auto = True
     deferred = False
     for item in fields:
@@ -734,7 +731,7 @@ _MOUNT_KEYS = {
 }
 
 
-def _finish_mount(values: dict[str, object], *, ro_auto: bool, deferred: bool) -> Mount:
+def _finish_mount(values: dict[str, Any], *, ro_auto: bool, deferred: bool) -> Mount:
     """Cross-field checks and defaults, as at the end of BuildKit's ``parseMount``."""
     kind = str(values["type"])
     if kind not in ("secret", "ssh", "cache"):

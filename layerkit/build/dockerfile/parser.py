@@ -473,8 +473,7 @@ def _parse_json(rest: str) -> tuple[Node | None, dict[str, bool]]:
         items = json.loads(rest, parse_constant=_reject_constant, parse_float=_go_float)
     except RecursionError:  # Go's decoder has a depth limit too: malformed, not an error
         raise ValueError("JSON nested too deeply") from None
-    if not isinstance(items, list):
-        raise ValueError("not a JSON array")
+    # `rest` starts with "[", so a successful decode is always a list.
     if not all(isinstance(item, str) for item in items):
         raise _NotStringArray("when using JSON array syntax, arrays must be comprised of strings only")
     # Go replaces invalid UTF-8 and lone surrogate escapes with U+FFFD.
