@@ -1,0 +1,13 @@
+"""The merged filesystem of a layer stack, in userspace: list, stat, read, export and unpack it, safely.
+
+- :mod:`.tree` indexes tar headers into the merged view (:class:`Union`), with per-layer attribution.
+- :mod:`.safefs` performs every filesystem write relative to an open root directory fd.
+- :mod:`.unpack` writes the merged rootfs (top-down, each survivor once) or applies one layer.
+- :mod:`.export` streams the merged rootfs as one plain tar.
+"""
+
+from __future__ import annotations
+
+from .tree import Fate, LayerFate, Node, Union
+
+__all__ = ["Fate", "LayerFate", "Node", "Union"]
