@@ -209,6 +209,11 @@ _SINKS: dict[str, Callable[[TransportReference, bool, Any], ImageSink]] = {
 }
 
 
+#: skopeo and umoci only see OCI manifests in an ``oci:`` layout, so Docker ones are converted there
+#: (as skopeo does); the local store keeps what it is given, so registry digests survive a pull
+_DEFAULT_FORMAT = {"oci": "oci"}
+
+
 class _FormatDefault:
     """An ``ImageSink`` carrying the manifest format ``copy_image`` should write when not told."""
 
@@ -242,12 +247,13 @@ def open_sink(
 ) -> ImageSink:
     """Where to write an image: a bare name or ``store:NAME`` tags the local store; ``oci:``,
     ``docker-archive:``, ``docker-daemon:`` and registry references write there. ``format``
-    (``oci``/``docker``) becomes the sink's default for ``copy_image``. Call ``close()`` to commit
+    (``oci``/``docker``) becomes the sink's default for ``copy_image`` (``oci:`` defaults to ``oci``). Call ``close()`` to commit
     (or use the sink as a context manager where it is one; ``abort()`` discards where supported)."""
     if format is not None and format not in FORMATS:
         raise InvalidReferenceError(f"unknown image format {format!r}: expected one of {', '.join(FORMATS)}")
     tref = parse_reference(ref)
     sink = _SINKS[tref.transport](tref, insecure, home)
+    format = format or _DEFAULT_FORMAT.get(tref.transport)
     return _FormatDefault(sink, format) if format else sink  # type: ignore[return-value]
 
 

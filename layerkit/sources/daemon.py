@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 from ..errors import DaemonUnavailableError, ImageNotFoundError, InvalidReferenceError, SourceError
 from ..image import Image
+from ..mediatypes import Compression
 from ..reference import DockerReference
 from ..spec import Descriptor, Platform
 from . import archive
@@ -133,6 +134,11 @@ def open_image(name: str, *, platform: Platform | None = None, tmp_dir: str | os
     return archive.image_from_entry(source, entry, f"docker-daemon:{name}", platform)
 
 
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 class DaemonSink:
     """Loads images into the Docker Engine: a docker-archive in a temp file, ``docker load``, tag."""
 
@@ -146,6 +152,12 @@ class DaemonSink:
         if not self.ref.tag:
             raise InvalidReferenceError(f"{what}: a destination needs a tag, not only a digest")
         self.name = f"docker-daemon:{self.ref.familiar}"
+        with _client(what, timeout=AVAILABILITY_TIMEOUT * 5) as client:  # fail before copying anything
+            version = str(client.version().get("Version", ""))
+        #: layer codecs ``docker load`` understands: zstd arrived with Engine 23 (20.10 fails with
+        #: "archive/tar: invalid tar header"), so copy recompresses zstd layers to gzip for older ones
+        self.layer_compressions = frozenset(Compression) if _major(version) >= 23 else frozenset(
+            {Compression.NONE, Compression.GZIP})
         self._dir = tempfile.TemporaryDirectory(dir=tmp_dir, prefix="layerkit-daemon-load-")
         self._archive = archive.ArchiveSink(Path(self._dir.name) / "image.tar", [self.ref.familiar])
         self._closed = False

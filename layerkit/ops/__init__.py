@@ -1,0 +1,1 @@
+"""Operations over images from any source: copy (and, from other modules, mutate, inspect, diff)."""

@@ -1,0 +1,182 @@
+"""Copy an image from any source to any sink, converting the manifest format and recompressing
+layers on the way when asked.
+
+Digests are kept wherever the target allows: a plain copy writes the same blobs and the same manifest
+bytes. A format change (OCI ↔ Docker) rewrites only the manifest (and the config's media type; its
+bytes stay). Recompression streams each layer once — verified compressed blob → decompress → the
+uncompressed tar checked against its diff ID → compress → temp file → ``put_blob`` — so memory stays
+constant and the config (whose diff IDs do not change) stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from typing import BinaryIO, Callable
+
+from .. import mediatypes as mt
+from ..digest import CHUNK, Hasher, VerifyingReader
+from ..errors import InvalidReferenceError, UnsupportedMediaTypeError
+from ..image import Image, ImageSink, Layer
+from ..mediatypes import Compression
+from ..spec import Descriptor, Manifest
+
+__all__ = ["copy_image", "ProgressFn", "FORMATS"]
+
+FORMATS = ("oci", "docker")
+
+#: ``progress(descriptor, bytes_done, bytes_total)``, called as each blob streams (and once with
+#: done == total for a blob the sink already has)
+ProgressFn = Callable[[Descriptor, int, int], None]
+
+
+class _Counting:
+    """Reports bytes read from a blob stream to a progress callback."""
+
+    def __init__(self, raw: BinaryIO, desc: Descriptor, progress: ProgressFn | None) -> None:
+        self._raw = raw
+        self._desc = desc
+        self._progress = progress
+        self.done = 0
+        if progress:
+            progress(desc, 0, desc.size)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data and self._progress:
+            self.done += len(data)
+            self._progress(self._desc, self.done, self._desc.size)
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> "_Counting":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _copy_blob(image: Image, desc: Descriptor, sink: ImageSink, what: str, progress: ProgressFn | None) -> None:
+    if sink.has_blob(desc):
+        if progress:
+            progress(desc, desc.size, desc.size)
+        return
+    with _Counting(image.open_blob(desc, what=what), desc, progress) as stream:
+        sink.put_blob(desc, stream)  # type: ignore[arg-type]
+
+
+def _zstd_threads() -> int:
+    # libzstd's output is the same for any worker count >= 1, so use the cores without losing
+    # reproducibility; gzip stays single-stream for the same reason (threaded isal differs)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _recompress(layer: Layer, target: Compression, media_type: str, sink: ImageSink,
+                progress: ProgressFn | None) -> Descriptor:
+    """Stream ``layer`` through decompress → compress into a temp file, then ``put_blob`` it."""
+    from ..tarfs.compression import open_compressor, open_decompressed
+
+    source = layer._image.source.name
+    tmp_dir = getattr(sink, "tmp_dir", None)
+    with tempfile.TemporaryFile(dir=tmp_dir, prefix="layerkit-recompress-") as tmp:
+        with _Counting(layer.open(), layer.descriptor, progress) as blob:
+            tar = VerifyingReader(open_decompressed(blob, what=f"layer {layer.index}"), layer.diff_id,
+                                  what=f"layer {layer.index} uncompressed tar (diff ID)", source=source)
+            hasher = Hasher(tmp)  # type: ignore[arg-type]
+            writer = open_compressor(hasher, target,  # type: ignore[arg-type]
+                                     threads=_zstd_threads() if target is Compression.ZSTD else 0)
+            while chunk := tar.read(CHUNK):
+                writer.write(chunk)
+            writer.close()
+            while blob.read(CHUNK):  # bytes after the compressed stream still count toward the digest check
+                pass
+        new = Descriptor(media_type, hasher.digest(), hasher.size, annotations=layer.descriptor.annotations)
+        if sink.has_blob(new):
+            if progress:
+                progress(new, new.size, new.size)
+            return new
+        tmp.flush()
+        tmp.seek(0)
+        sink.put_blob(new, VerifyingReader(tmp, new.digest, new.size, what=f"recompressed layer {layer.index}"))  # type: ignore[arg-type]
+    return new
+
+
+def _target_compression(layer: Layer, compression: Compression | None, sink: ImageSink) -> Compression:
+    want = layer.compression if compression is None else compression
+    if compression is None and want is Compression.NONE and not getattr(sink, "preserve_layer_compression", False):
+        # registries and layouts store compressed layers (what skopeo does too); archives and the
+        # Docker Engine keep the uncompressed tars `docker save` produced
+        want = Compression.GZIP
+    accepted = getattr(sink, "layer_compressions", None)  # e.g. Engine 20.10 cannot load zstd layers
+    if accepted is not None and want not in accepted:
+        if compression is not None:
+            raise UnsupportedMediaTypeError(
+                f"copying to {sink.name}: it cannot take {want.value} layers; use --compression gzip"
+            )
+        want = Compression.GZIP
+    return want
+
+
+def copy_image(
+    image: Image,
+    sink: ImageSink,
+    *,
+    format: str | None = None,
+    compression: Compression | str | None = None,
+    progress: ProgressFn | None = None,
+) -> Descriptor:
+    """Copy ``image`` into ``sink`` and return the descriptor of the manifest written.
+
+    ``format``: ``"oci"``, ``"docker"`` or ``None`` to keep the source's (or the sink's
+    ``default_format``). ``compression``: recompress every layer that differs (``None`` keeps each
+    layer's, except that uncompressed layers get gzip for sinks that store compressed layers). The sink
+    is not closed: the caller commits it.
+    """
+    format = format or getattr(sink, "default_format", None)
+    if format is not None and format not in FORMATS:
+        raise InvalidReferenceError(f"unknown image format {format!r}: expected one of {', '.join(FORMATS)}")
+    target_comp = Compression(compression) if compression is not None else None
+    source_docker = image.manifest.is_docker
+    docker = source_docker if format is None else format == "docker"
+
+    config_desc = image.manifest.config
+    if docker != source_docker:
+        config_desc = replace(config_desc, media_type=mt.DOCKER_CONFIG if docker else mt.OCI_CONFIG)
+    _copy_blob(image, config_desc, sink, "config", progress)
+
+    layers = iter(image.layers)  # the manifest's layer descriptors, in order, with their diff IDs
+    descs: list[Descriptor] = []
+    recompressed = False
+    for desc in image.manifest.layers:
+        if not mt.is_layer(desc.media_type):  # an artifact blob: copied as it is
+            _copy_blob(image, desc, sink, "blob", progress)
+            descs.append(desc)
+            continue
+        layer = next(layers)
+        want = _target_compression(layer, target_comp, sink)
+        if want is layer.compression:
+            _copy_blob(image, desc, sink, f"layer {layer.index}", progress)
+            descs.append(desc)
+        else:
+            descs.append(_recompress(layer, want, mt.layer_media_type(want, docker=source_docker), sink, progress))
+            recompressed = True
+
+    manifest = image.manifest
+    if recompressed:
+        manifest = Manifest(manifest.media_type, manifest.config, tuple(descs), manifest.annotations, manifest.subject)
+    manifest = manifest.convert(docker)
+    out = Image(manifest, image.source, reference=image.reference, config=image.config)
+    sink.put_image(out)
+    return manifest.descriptor()
+
