@@ -7,7 +7,8 @@ Why these choices (measured, see DEPENDENCIES.md §5 and the writer benchmark in
   has no such levels), so asking for ``level=6`` buys zlib's ratio knowingly.
 - We frame gzip ourselves: header mtime 0, no file name, XFL 0, OS 255 ("unknown", as Go's
   ``compress/gzip`` writes) — the same bytes on every host and every run.
-- zstd uses ``zstandard``; ``threads >= 1`` selects libzstd's multi-threaded mode, whose output does
+- zstd uses ``zstandard`` with a content checksum (as the zstd CLI writes), so corruption is
+  caught while decompressing, not only by the digest; ``threads >= 1`` selects libzstd's multi-threaded mode, whose output does
   not depend on the number of workers, so the layer writer always uses it (at least one worker) and a
   digest never depends on how many cores built it.
 - Decompression sniffs magic bytes (never trusts the media type), reads in constant memory and
@@ -297,7 +298,7 @@ class _GzipWriter:
 class _ZstdWriter:
     def __init__(self, sink: BinaryIO, level: int, threads: int) -> None:
         assert _zstd is not None
-        cctx = _zstd.ZstdCompressor(level=level, threads=threads)
+        cctx = _zstd.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self._w = cctx.stream_writer(sink, closefd=False, write_return_read=True)
         self.write = self._w.write
         self._closed = False
