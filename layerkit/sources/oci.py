@@ -90,6 +90,11 @@ class OCILayoutSink:
         """Store an index whose children were written with ``put_child`` and tag it (commit point)."""
         return self.layout.put_manifest(index, self.tag)
 
+    def abort(self) -> None:
+        """Give up without tagging. Blobs already written stay (another writer may share them) until
+        gc finds them unreferenced."""
+        self.close()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
