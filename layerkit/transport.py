@@ -44,13 +44,12 @@ def _store(home: str | os.PathLike[str] | None) -> Any:
 
 
 def _tmp_dir(home: str | os.PathLike[str] | None) -> Path | None:
-    """Where big temporaries go: the store's tmp dir (same disk as the blobs), else ``$TMPDIR``."""
-    try:
-        tmp = Path(_store(home).tmp_dir)
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp
-    except (OSError, SourceError, ImportError):
-        return None
+    """Where big temporaries go: the store's tmp dir when the store exists (same disk as the blobs,
+    and cleaned by the store), else ``$TMPDIR``. Never creates a store just for that."""
+    from .store import default_home
+
+    tmp = (Path(home) if home is not None else default_home()) / "tmp"
+    return tmp if tmp.is_dir() else None
 
 
 # --- sources --------------------------------------------------------------------------------------

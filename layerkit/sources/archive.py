@@ -219,9 +219,10 @@ def _walk_index(source: ArchiveSource, raw: bytes, media_type: str, names: list[
         if blob is None:
             continue  # other platforms of a multi-platform image are usually not saved
         entry_names = list(names)
-        full = desc.annotations.get(ANNOTATION_IMAGE_NAME)
-        if full:
-            entry_names.append(full)
+        # containerd/Engine 25 name the image in full; a plain OCI layout only has the tag
+        name = desc.annotations.get(ANNOTATION_IMAGE_NAME) or desc.annotations.get(ANNOTATION_REF_NAME)
+        if name:
+            entry_names.append(name)
         data = source._read_member(blob, "manifest")
         if sha256_bytes(data) != desc.digest:
             raise DigestMismatchError(desc.digest, sha256_bytes(data), "manifest", source.name)
@@ -490,7 +491,12 @@ class ArchiveSink:
         if str(digest) not in self._blobs:
             self._put_bytes(_BLOB_PREFIX + digest.hex, data)
             self._blobs.add(str(digest))
-        self._images.append(_Written(manifest, _tag_names(names, self.name) if names is not None else self.names))
+        tags = _tag_names(names, self.name) if names is not None else self.names
+        for w in self._images:
+            if w.manifest.digest() == digest:  # the same image again: one entry, more names
+                w.names.extend(t for t in tags if t not in w.names)
+                return
+        self._images.append(_Written(manifest, list(tags)))
 
     def _metadata(self) -> tuple[bytes, bytes, bytes]:
         index_entries: list[dict[str, Any]] = []
