@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -39,8 +39,8 @@ def ago(created: str, now: datetime | None = None) -> str:
     except ValueError:
         return created
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = ((now or datetime.now(timezone.utc)) - when).total_seconds()
+        when = when.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - when).total_seconds()
     for unit, length in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
                          ("hour", 3600), ("minute", 60)):
         if seconds >= length:

@@ -7,7 +7,8 @@ writes to ``oci:`` directories and to layerkit's store.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
+from contextlib import ExitStack
+from typing import BinaryIO, Self
 
 from .. import mediatypes as mt
 from ..errors import DigestMismatchError, ImageNotFoundError, StoreError
@@ -15,7 +16,7 @@ from ..image import Image
 from ..spec import Descriptor, Index, Platform
 from ..store.layout import OCILayout
 
-__all__ = ["open_image", "OCILayoutSink"]
+__all__ = ["OCILayoutSink", "open_image"]
 
 
 def open_layout(path: str | os.PathLike[str]) -> OCILayout:
@@ -45,18 +46,17 @@ class OCILayoutSink:
         self.layout = path_or_layout if isinstance(path_or_layout, OCILayout) else OCILayout(path_or_layout, create=True)
         self.tag = tag
         self.name = self.layout.reference_for(tag) if tag else self.layout.name
-        self._lock = self.layout.lock()
-        self._lock.__enter__()
-        self._closed = False
+        self._held = ExitStack()
+        self._held.enter_context(self.layout.lock())
 
-    def __enter__(self) -> "OCILayoutSink":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def has_blob(self, descriptor: Descriptor) -> bool:
-        return self.layout._reuse(descriptor.digest, descriptor.size)
+        return self.layout.has_blob(descriptor)
 
     def put_blob(self, descriptor: Descriptor, stream: BinaryIO) -> None:
         """Store exactly ``descriptor.size`` bytes hashing to ``descriptor.digest``, or raise."""
@@ -96,6 +96,4 @@ class OCILayoutSink:
         self.close()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._lock.__exit__(None, None, None)
+        self._held.close()

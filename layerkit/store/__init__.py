@@ -7,16 +7,16 @@ from .local import LocalStore, default_home, normalize_tag, open_store
 from .lock import FileLock, LockTimeoutError
 
 __all__ = [
-    "OCILayout",
-    "BlobWriter",
-    "GcResult",
-    "CheckResult",
-    "ImageSummary",
     "GC_GRACE_SECONDS",
+    "BlobWriter",
+    "CheckResult",
+    "FileLock",
+    "GcResult",
+    "ImageSummary",
     "LocalStore",
-    "open_store",
+    "LockTimeoutError",
+    "OCILayout",
     "default_home",
     "normalize_tag",
-    "FileLock",
-    "LockTimeoutError",
+    "open_store",
 ]

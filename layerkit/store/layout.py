@@ -22,18 +22,18 @@ that do not know the protocol (another tool writing into the same layout).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Iterator, Mapping
+from typing import IO, Any, BinaryIO
 
 from .. import mediatypes as mt
-from ..digest import CHUNK, Digest, VerifyingReader
+from ..digest import CHUNK, Digest, Hasher, VerifyingReader
 from ..errors import (
     BlobNotFoundError,
     CorruptStoreError,
@@ -58,13 +58,13 @@ from ..spec import (
 from .lock import FileLock
 
 __all__ = [
-    "OCILayout",
-    "BlobWriter",
-    "GcResult",
-    "CheckResult",
-    "ImageSummary",
     "GC_GRACE_SECONDS",
     "LAYOUT_VERSION",
+    "BlobWriter",
+    "CheckResult",
+    "GcResult",
+    "ImageSummary",
+    "OCILayout",
 ]
 
 LAYOUT_VERSION = "1.0.0"
@@ -182,28 +182,27 @@ class BlobWriter:
     """A write-only sink that becomes a blob on ``commit``: hashes and counts as bytes pass, so the
     digest is known without reading the file back. Use through ``OCILayout.blob_writer()``."""
 
-    def __init__(self, layout: "OCILayout", algorithm: str = "sha256") -> None:
+    def __init__(self, layout: OCILayout, algorithm: str = "sha256") -> None:
         self._layout = layout
         layout._ingest_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=layout._ingest_dir, prefix="blob-", suffix=".tmp")
         self._tmp = Path(tmp)
         self._file: IO[bytes] = os.fdopen(fd, "wb", buffering=CHUNK)
-        self._hash = hashlib.new(algorithm)
-        self._algorithm = algorithm
-        self.size = 0
+        self._hasher = Hasher(self._file, algorithm)
         self._closed = False
 
     # --- file-like sink ---------------------------------------------------------------------------
 
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._hasher.size
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        self._hash.update(view)
-        self._file.write(view)
-        self.size += view.nbytes
-        return view.nbytes
+        return self._hasher.write(memoryview(data).cast("B"))
 
     def tell(self) -> int:
-        return self.size
+        return self._hasher.size
 
     def flush(self) -> None:
         self._file.flush()
@@ -224,7 +223,7 @@ class BlobWriter:
     # --- outcome ----------------------------------------------------------------------------------
 
     def digest(self) -> Digest:
-        return Digest(f"{self._algorithm}:{self._hash.hexdigest()}")
+        return self._hasher.digest()
 
     def commit(self, expected: Descriptor | Digest | str | None = None, size: int | None = None) -> tuple[Digest, int]:
         """Make the bytes written so far a blob. With ``expected`` (a descriptor, or a digest plus
@@ -241,7 +240,7 @@ class BlobWriter:
         try:
             if want is not None and (want != actual or (want_size is not None and want_size != self.size)):
                 shown = actual if want_size in (None, self.size) else f"{actual} ({self.size} bytes, expected {want_size})"
-                raise DigestMismatchError(want, shown, "blob", self._layout.name)
+                raise DigestMismatchError(want, shown, "blob")
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
@@ -320,7 +319,12 @@ class OCILayout:
         return self._blobs_dir / d.algorithm / d.hex
 
     def has_blob(self, digest: Digest | str | Descriptor) -> bool:
-        return self.blob_path(_as_digest(digest)).is_file()
+        """Whether the blob is stored (for a descriptor: with the size it promises)."""
+        try:
+            st = self.blob_path(_as_digest(digest)).stat()
+        except FileNotFoundError:
+            return False
+        return not isinstance(digest, Descriptor) or st.st_size == digest.size
 
     def open_blob(self, descriptor: Descriptor | Digest | str) -> BinaryIO:
         """The raw stored bytes (not verified here: ``Image.open_blob`` verifies as it reads)."""
@@ -629,12 +633,16 @@ class OCILayout:
                 if d.digest in sizes:
                     continue
                 sizes[d.digest] = d.size
-                if d.media_type in mt.MANIFEST_TYPES:
-                    manifest = Manifest.from_bytes(self.read_blob(d, what="manifest"), d.media_type)
-                    config = ImageConfig.from_bytes(self.read_blob(manifest.config, what="config"))
-                    platforms.append(config.platform)
-                    created = max(created, config.created)
-                stack.extend(reversed(self._children(d)))
+                try:  # a damaged image is still listed (`layerkit check` says what is wrong with it)
+                    if d.media_type in mt.MANIFEST_TYPES:
+                        manifest = Manifest.from_bytes(self.read_blob(d, what="manifest"), d.media_type)
+                        config = ImageConfig.from_bytes(self.read_blob(manifest.config, what="config"))
+                        platforms.append(config.platform)
+                        created = max(created, config.created)
+                    stack.extend(reversed(self._children(d)))
+                except (StoreError, DigestError, ManifestError):
+                    if d.platform is not None:
+                        platforms.append(d.platform)
             out.append(ImageSummary(name, desc, created, sum(sizes.values()), tuple(platforms)))
         return sorted(out, key=lambda s: (not s.name, s.name))
 
@@ -687,7 +695,10 @@ class OCILayout:
             for path, digest in self._blob_files():
                 if digest is None or digest in reachable:
                     continue
-                st = path.stat()
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
                 if st.st_mtime > cutoff:
                     kept.append(digest)
                     continue
@@ -723,16 +734,15 @@ class OCILayout:
             if digest is None:
                 problems.append(f"{rel}: not named by a digest")
                 continue
-            h = hashlib.new(digest.algorithm)
-            size = 0
+            hasher = Hasher(algorithm=digest.algorithm)
             buf = bytearray(CHUNK)
+            view = memoryview(buf)
             with open(path, "rb", buffering=0) as f:
                 while n := f.readinto(buf):
-                    h.update(memoryview(buf)[:n])
-                    size += n
+                    hasher.write(view[:n])
             n_blobs += 1
-            n_bytes += size
-            actual = f"{digest.algorithm}:{h.hexdigest()}"
+            n_bytes += hasher.size
+            actual = hasher.digest()
             if actual != digest:
                 corrupt[digest] = actual
                 problems.append(f"blob {digest} is corrupt: its content hashes to {actual}")

@@ -22,7 +22,7 @@ from ..reference import DockerReference
 from ..spec import Descriptor
 from .layout import OCILayout, _is_digest
 
-__all__ = ["LocalStore", "open_store", "default_home", "normalize_tag"]
+__all__ = ["LocalStore", "default_home", "normalize_tag", "open_store"]
 
 #: a short digest (``docker images`` style ID) must have at least this many hex digits
 MIN_SHORT_DIGEST = 6

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -162,7 +163,7 @@ def test_home_option_selects_the_store(tmp_path: Path, make_image: MakeImage, ru
 
 def test_human_formats() -> None:
     assert [human_size(n) for n in (999, 1000, 3_491_267, 2_500_000_000)] == ["999 B", "1.0 kB", "3.5 MB", "2.5 GB"]
-    now = datetime(2024, 1, 8, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 8, tzinfo=UTC)
     assert ago("2024-01-01T00:00:00Z", now) == "1 week ago"
     assert ago("2024-01-07T21:00:00.123456789Z", now) == "2 hours ago"
     assert ago("not a time", now) == "not a time"

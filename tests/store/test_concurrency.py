@@ -7,8 +7,9 @@ import json
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from layerkit.spec import Descriptor
 from layerkit.store import OCILayout, open_store
@@ -47,7 +48,7 @@ def test_concurrent_writers_all_land_and_index_json_stays_valid(
         assert store.image(tag).layers[0].size > 0
 
 
-def _ingest_forever(root: str, progress: "multiprocessing.synchronize.Event", after: int,
+def _ingest_forever(root: str, progress: multiprocessing.synchronize.Event, after: int,
                     make_image: MakeImage) -> None:
     """A pull that dies mid-layer: one complete untagged image, then a big layer that never ends."""
     layout = OCILayout(root)

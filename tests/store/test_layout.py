@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 import os
 import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -172,14 +173,12 @@ def test_blob_writer_without_commit_or_with_an_error_leaves_nothing(layout: OCIL
     before = blob_names(layout)
     with layout.blob_writer() as w:
         w.write(b"abandoned")
-    with pytest.raises(RuntimeError):
-        with layout.blob_writer() as w:
-            w.write(b"half a layer")
-            raise RuntimeError("compressor crashed")
-    with pytest.raises(DigestMismatchError):
-        with layout.blob_writer() as w:
-            w.write(b"abc")
-            w.commit(Descriptor(mt.OCI_LAYER, sha256_bytes(b"abd"), 3))
+    with pytest.raises(RuntimeError), layout.blob_writer() as w:
+        w.write(b"half a layer")
+        raise RuntimeError("compressor crashed")
+    with pytest.raises(DigestMismatchError), layout.blob_writer() as w:
+        w.write(b"abc")
+        w.commit(Descriptor(mt.OCI_LAYER, sha256_bytes(b"abd"), 3))
     assert blob_names(layout) == before
     assert ingest_leftovers(layout) == []
 

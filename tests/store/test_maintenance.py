@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -108,8 +108,8 @@ def test_gc_refuses_rather_than_guess_when_a_manifest_is_unreadable(
     assert sorted(p.name for p in (layout.root / "blobs" / "sha256").iterdir()) == before
 
 
-def _hold_writer_lock(root: str, locked: "multiprocessing.synchronize.Event",
-                      release: "multiprocessing.synchronize.Event") -> None:
+def _hold_writer_lock(root: str, locked: multiprocessing.synchronize.Event,
+                      release: multiprocessing.synchronize.Event) -> None:
     with OCILayout(root).lock():
         locked.set()
         release.wait(30)
@@ -132,9 +132,8 @@ def test_gc_waits_for_writers_in_other_processes(layout: OCILayout, make_image: 
 
 
 def test_gc_inside_this_process_write_is_refused_not_deadlocked(layout: OCILayout) -> None:
-    with layout.lock():
-        with pytest.raises(StoreError, match="already holds it"):
-            layout.gc()
+    with layout.lock(), pytest.raises(StoreError, match="already holds it"):
+        layout.gc()
 
 
 # --- check ---------------------------------------------------------------------------------------
