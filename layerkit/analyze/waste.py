@@ -1,0 +1,233 @@
+"""Wasted space: bytes a layer stores that the final image never shows — and dive's own figures.
+
+**layerkit's waste** is exact: a regular file's bytes are wasted when its version is not visible in
+the merged image (overwritten or deleted by a later layer, hidden by an opaque directory, or under a
+directory a later layer replaced). ``reclaimableBytes`` is their sum: what squashing the image would
+save in content bytes. Every wasted copy names the layer that hid it.
+
+**dive's figures** (dive 0.13, ``dive/filetree/efficiency.go`` and ``dive/image/image.go``) are
+reproduced as dive defines them, quirks included, so CI rules migrate unchanged:
+
+- each layer is a tree of its tar members (``.wh..wh..*`` names, i.e. opaque markers, are dropped;
+  missing parents become payload-less nodes); only *leaf* nodes are visited, children sorted;
+- a leaf's size is its header size, but a whiteout leaf counts the size of everything below the
+  deleted path *if it was a directory* in the layers below (stacked dive-style, a deleted file
+  counts 0); a whiteout of a path that does not exist below stops the visit of that layer;
+- per path: ``cumulative`` = sum of sizes over layers, ``minimum`` = the smallest;
+  ``efficiency = Σ minimum / Σ cumulative`` (1.0 when nothing), ``wastedBytes`` = Σ cumulative of
+  paths seen in two or more layers, ``userWastedPercent = wastedBytes / Σ layer sizes after the
+  first`` (a layer's size is the sum of its members' header sizes). ``None`` when that is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from ..tarfs.entry import EntryType
+from ..union import Union
+from ..union.tree import Fate
+
+__all__ = ["DiveFigures", "WastedCopy", "WastedPath", "Waste", "dive_figures", "waste"]
+
+_REASON = {Fate.OVERWRITTEN: "overwritten", Fate.WHITED_OUT: "deleted", Fate.OPAQUE_HIDDEN: "opaque"}
+
+
+@dataclass(frozen=True)
+class WastedCopy:
+    layer: int
+    size: int
+    hidden_by: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": self.layer, "size": self.size, "hiddenBy": self.hidden_by, "reason": self.reason}
+
+
+@dataclass
+class WastedPath:
+    path: str
+    bytes: int = 0
+    copies: list[WastedCopy] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": "/" + self.path, "bytes": self.bytes, "copies": [c.to_json() for c in self.copies]}
+
+
+@dataclass(frozen=True)
+class DiveFigures:
+    efficiency: float
+    wasted_bytes: int
+    user_wasted_percent: float | None
+    size_bytes: int
+    user_size_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"efficiency": self.efficiency, "wastedBytes": self.wasted_bytes,
+                "userWastedPercent": self.user_wasted_percent}
+
+
+@dataclass
+class Waste:
+    reclaimable_bytes: int
+    per_layer: list[int]
+    paths: list[WastedPath]
+    dive: DiveFigures
+
+    def to_json(self, top: int | None = None) -> dict[str, Any]:
+        paths = self.paths if top is None else self.paths[:top]
+        return {"reclaimableBytes": self.reclaimable_bytes, "paths": [p.to_json() for p in paths],
+                "dive": self.dive.to_json()}
+
+
+def waste(union: Union) -> Waste:
+    """Exact waste per layer and per path (largest first), plus dive's figures."""
+    by_path: dict[str, WastedPath] = {}
+    per_layer = [f.hidden_bytes for f in union.layer_fates()]
+    for i in range(len(union.layers)):
+        for node in union.versions(i):
+            e = node.entry
+            if node.fate is Fate.VISIBLE or e.type is not EntryType.FILE or not e.size:
+                continue
+            wp = by_path.setdefault(node.path, WastedPath(node.path))
+            wp.bytes += e.size
+            assert node.by is not None
+            wp.copies.append(WastedCopy(i, e.size, node.by, _REASON[node.fate]))
+    paths = sorted(by_path.values(), key=lambda p: (-p.bytes, p.path))
+    return Waste(sum(per_layer), per_layer, paths, dive_figures(union))
+
+
+# ------------------------------------------------------------------------------------------------
+# dive 0.13
+
+
+class _D:
+    """A dive FileNode: children plus the payload dive looks at (header size, is-dir)."""
+
+    __slots__ = ("children", "size", "is_dir")
+
+    def __init__(self, size: int = 0, is_dir: bool = False) -> None:
+        self.children: dict[str, _D] = {}
+        self.size = size
+        self.is_dir = is_dir
+
+    def copy(self) -> "_D":
+        new = _D(self.size, self.is_dir)
+        new.children = {k: v.copy() for k, v in self.children.items()}
+        return new
+
+    def add_path(self, path: str, size: int, is_dir: bool) -> None:
+        """dive's ``FileTree.AddPath``: create missing parents without payload, skip ``.wh..wh..``."""
+        node = self
+        parts = [p for p in path.split("/") if p]
+        for idx, name in enumerate(parts):
+            child = node.children.get(name)
+            if child is None:
+                if name.startswith(".wh..wh.."):
+                    return
+                child = node.children[name] = _D()
+            node = child
+            if idx == len(parts) - 1:
+                node.size, node.is_dir = size, is_dir
+
+    def get(self, path: str) -> "_D | None":
+        node: _D | None = self
+        for name in path.split("/"):
+            if name:
+                node = node.children.get(name) if node is not None else None
+        return node
+
+    def remove(self, path: str) -> None:
+        parent_path, _, name = path.rpartition("/")
+        parent = self.get(parent_path)
+        if parent is not None:
+            parent.children.pop(name, None)
+
+    def visit(self, base: str = "") -> Iterator[tuple[str, "_D"]]:
+        """Depth-first, children sorted, each node after its children (dive's VisitDepthChildFirst);
+        yields the raw member path (whiteout prefix kept)."""
+        for name in sorted(self.children):
+            child = self.children[name]
+            path = f"{base}/{name}"
+            yield from child.visit(path)
+            yield path, child
+
+    def total(self) -> int:
+        return self.size + sum(c.total() for c in self.children.values())
+
+
+def _dive_path(raw: str) -> str:
+    head, _, name = raw.rpartition("/")
+    return f"{head}/{name[4:]}" if name.startswith(".wh.") else raw
+
+
+def _stack(lower: _D, upper: _D) -> None:
+    """dive's ``FileTree.Stack``: whiteouts remove, everything else (parents included) is added."""
+    for raw, node in upper.visit():
+        name = raw.rpartition("/")[2]
+        if name.startswith(".wh."):
+            lower.remove(_dive_path(raw))
+        else:
+            lower.add_path(raw, node.size, node.is_dir)
+
+
+def _dive_trees(union: Union) -> tuple[list[_D], list[int]]:
+    trees, sizes = [], []
+    for i in range(len(union.layers)):
+        tree, total = _D(), 0
+        for node in union.versions(i):
+            if node.path == ".":
+                continue
+            size = node.entry.size if node.entry.type is EntryType.FILE else 0
+            total += size
+            tree.add_path(node.path, size, node.entry.type is EntryType.DIR)
+        for marker in union.whiteouts(i):  # header size 0: whiteout markers carry no data
+            tree.add_path(marker, 0, False)
+        trees.append(tree)
+        sizes.append(total)
+    return trees, sizes
+
+
+def dive_figures(union: Union) -> DiveFigures:
+    trees, layer_sizes = _dive_trees(union)
+    return _efficiency(trees, layer_sizes)
+
+
+class _Abort(Exception):
+    pass
+
+
+def _efficiency(trees: list[_D], layer_sizes: Iterable[int]) -> DiveFigures:
+    cumulative: dict[str, int] = {}
+    minimum: dict[str, int] = {}
+    count: dict[str, int] = {}
+    stacked = trees[0].copy() if trees else _D()
+    for idx, tree in enumerate(trees):
+        if idx > 0:
+            _stack(stacked, trees[idx - 1])
+        try:
+            for raw, node in tree.visit():
+                if node.children:
+                    continue
+                path = _dive_path(raw)
+                if path not in cumulative:
+                    cumulative[path], minimum[path], count[path] = 0, -1, 0
+                if raw.rpartition("/")[2].startswith(".wh."):
+                    previous = stacked.get(path)
+                    if previous is None:
+                        raise _Abort  # dive's visitor errors out and skips the rest of this layer
+                    size = previous.total() if previous.is_dir else 0
+                else:
+                    size = node.size
+                cumulative[path] += size
+                if minimum[path] < 0 or size < minimum[path]:
+                    minimum[path] = size
+                count[path] += 1
+        except _Abort:
+            pass
+    total = sum(cumulative.values())
+    score = 1.0 if total == 0 else sum(minimum.values()) / total
+    wasted = sum(cumulative[p] for p, n in count.items() if n >= 2)
+    sizes = list(layer_sizes)
+    user = sum(sizes[1:])
+    return DiveFigures(score, wasted, wasted / user if user else None, sum(sizes), user)

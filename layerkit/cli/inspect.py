@@ -1,0 +1,263 @@
+"""``layerkit inspect`` and ``layerkit blame``: parse arguments, call :mod:`layerkit.analyze`, render."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import insecure_option, json_option, platform_option, print_json, stderr_console, stdout_console
+
+__all__ = ["inspect", "blame"]
+
+
+def _open(ref: str, platform: str | None, insecure: bool) -> Any:
+    from ..spec import Platform
+    from ..transport import open_image
+
+    return open_image(ref, platform=Platform.parse(platform) if platform else None, insecure=insecure)
+
+
+def _human(n: int | float) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _inspect_with_progress(image: Any, reference: str) -> Any:
+    """Run the analysis with a transient progress bar on stderr (quiet without a TTY)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from ..analyze.summary import inspect_image
+
+    total = sum(layer.size for layer in image.layers)
+    done: dict[int, int] = {}
+    with Progress(TextColumn("reading layers"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=stderr_console(), transient=True) as progress:
+        task = progress.add_task("layers", total=total)
+
+        def hook(index: int, n: int, _total: int) -> None:
+            done[index] = n
+            progress.update(task, completed=sum(done.values()))
+
+        return inspect_image(image, reference=reference, progress=hook)
+
+
+def _render_summary(out: Any, ins: Any) -> None:
+    from rich.table import Table
+
+    image, cfg = ins.image, ins.config
+    out.print(f"[bold]{ins.reference}[/]  (from {ins.source})")
+    meta = Table.grid(padding=(0, 2))
+    meta.add_row("digest", str(image.digest))
+    meta.add_row("media type", image.media_type)
+    meta.add_row("platform", str(image.platform))
+    meta.add_row("created", cfg.created or "-")
+    c = cfg.config
+    for key, label in (("Entrypoint", "entrypoint"), ("Cmd", "cmd"), ("WorkingDir", "workdir"), ("User", "user"),
+                       ("StopSignal", "stop signal")):
+        if c.get(key):
+            meta.add_row(label, str(c[key]))
+    for key, label in (("ExposedPorts", "exposed ports"), ("Volumes", "volumes")):
+        if c.get(key):
+            meta.add_row(label, ", ".join(sorted(c[key])))
+    for env in c.get("Env") or []:
+        meta.add_row("env", env)
+    for k, v in sorted((c.get("Labels") or {}).items()):
+        meta.add_row("label", f"{k}={v}")
+    if c.get("Healthcheck"):
+        meta.add_row("healthcheck", str(c["Healthcheck"].get("Test")))
+    out.print(meta)
+    hist = Table(title="history", title_justify="left")
+    hist.add_column("#", justify="right")
+    hist.add_column("layer", justify="right")
+    hist.add_column("created by", overflow="fold")
+    layer_of_step = {h: i for i, h in enumerate(ins.history_of_layer) if h is not None}
+    for i, h in enumerate(cfg.history):
+        layer = layer_of_step.get(i)
+        hist.add_row(str(i), "empty" if layer is None else str(layer), h.created_by)
+    out.print(hist)
+
+
+def _render_layers(out: Any, ins: Any, detailed: bool) -> None:
+    from rich import box
+    from rich.table import Table
+
+    if not out.is_terminal:  # a pipe or a file: never squeeze the figures into 80 columns
+        out.width = max(out.width, 160)
+    table = Table(title="layers", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("#", "digest", "size", "uncompr.", "files"):
+        table.add_column(col, justify="left" if col == "digest" else "right", no_wrap=True)
+    if detailed:
+        for col in ("content", "survives", "wasted", "A/M/R"):
+            table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("created by", no_wrap=True, overflow="ellipsis", max_width=50)
+    for st in ins.layers:
+        row = [str(st.index), st.digest.short[:8], _human(st.size), _human(st.uncompressed_size), str(st.files)]
+        if detailed:
+            row += [_human(st.content_size), _human(st.surviving_size), _human(st.wasted_size),
+                    f"{st.added[0]}/{st.modified[0]}/{st.removed[0]}"]
+        row.append(ins.created_by(st.index))
+        table.add_row(*row)
+    out.print(table)
+    tot = ins.to_json(top_waste=0)["totals"]
+    out.print(f"total: {_human(tot['size'])} compressed, {_human(tot['uncompressedSize'])} uncompressed, "
+              f"{_human(tot['contentSize'])} content, {_human(tot['survivingSize'])} in the merged image, "
+              f"{tot['files']} paths")
+
+
+def _render_files(out: Any, ins: Any, only: int | None) -> None:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    style = {"+": "green", "~": "yellow", "-": "red"}
+    for st in ins.layers:
+        if only is not None and st.index != only:
+            continue
+        tree = Tree(f"[bold]layer {st.index}[/] {st.digest.short}  {escape(ins.created_by(st.index))}")
+        nodes: dict[str, Any] = {"": tree}
+        for change in st.changes:
+            parent_path, _, name = change.path.rpartition("/")
+            parent = nodes.get(parent_path)
+            if parent is None:  # a change below an unchanged directory: show the path from there
+                parent, name = tree, change.path
+            note = ""
+            if change.lower is not None:
+                verb = "hides" if change.kind == "~" else "removes"
+                note = f"  [dim]{verb} layer {change.lower}[/]"
+            size = f" {_human(change.size)}" if change.type == "file" else f" ({change.type})"
+            label = f"[{style[change.kind]}]{change.kind} {escape(name)}[/]{size}{note}"
+            nodes[change.path] = parent.add(label)
+        out.print(tree)
+
+
+def _render_waste(out: Any, ins: Any) -> None:
+    from rich.table import Table
+
+    w = ins.waste
+    table = Table(title="wasted space (stored, never shown)", title_justify="left")
+    for col in ("path", "wasted", "copies"):
+        table.add_column(col, justify="right" if col == "wasted" else "left", overflow="fold")
+    for wp in w.paths[:20]:
+        copies = ", ".join(f"layer {c.layer} {c.reason} by {c.hidden_by}" for c in wp.copies)
+        table.add_row("/" + wp.path, _human(wp.bytes), copies)
+    out.print(table)
+    out.print("per layer: " + ", ".join(f"{i}: {_human(b)}" for i, b in enumerate(w.per_layer)))
+    out.print(f"reclaimable: {_human(w.reclaimable_bytes)} ({w.reclaimable_bytes} bytes)")
+    d = w.dive
+    pct = "n/a" if d.user_wasted_percent is None else f"{d.user_wasted_percent * 100:.2f}%"
+    out.print(f"dive: efficiency {d.efficiency * 100:.4f}%, wasted bytes {d.wasted_bytes}, user wasted {pct}")
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@platform_option
+@insecure_option
+@click.option("--raw", type=click.Choice(["manifest", "config"]), help="Print the stored document byte for byte.")
+@click.option("--layers", "show_layers", is_flag=True, help="Per-layer size figures and added/modified/removed counts.")
+@click.option("--files", "show_files", is_flag=True, help="Tree of each layer's changes (+ added, ~ modified, - removed).")
+@click.option("--layer", "layer_index", type=int, default=None, help="With --files: only this layer (0 = base).")
+@click.option("--waste", "show_waste", is_flag=True, help="Wasted bytes per path and layer, and dive's figures.")
+@click.option("--ci", is_flag=True, help="Check the waste rules (flags or ./.layerkit-ci.yaml); exit 1 on failure.")
+@click.option("--min-efficiency", default=None, help="--ci: lowest allowed dive efficiency (ratio 0-1).")
+@click.option("--max-wasted-bytes", default=None, help="--ci: highest allowed dive wasted bytes (e.g. 20MB).")
+@click.option("--max-wasted-percent", default=None, help="--ci: highest allowed user wasted percent (e.g. 10).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write a self-contained HTML report to this file.")
+def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: str | None, show_layers: bool,
+            show_files: bool, layer_index: int | None, show_waste: bool, ci: bool, min_efficiency: str | None,
+            max_wasted_bytes: str | None, max_wasted_percent: str | None, html_file: str | None) -> None:
+    """Show an image's config, history and layers with their real sizes, changes and waste."""
+    image = _open(ref, platform, insecure)
+    if raw is not None:
+        data = image.manifest.to_bytes() if raw == "manifest" else image.raw_config
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if layer_index is not None and not 0 <= layer_index < len(image.layers):
+        raise click.BadParameter(f"the image has layers 0-{len(image.layers) - 1}", param_hint="--layer")
+    ins = _inspect_with_progress(image, ref)
+    results = None
+    if ci:
+        from dataclasses import replace
+
+        from ..analyze import ci as rules_mod
+
+        rules = rules_mod.load_rules()
+        if min_efficiency is not None:
+            rules = replace(rules, min_efficiency=rules_mod.parse_ratio(min_efficiency, "efficiency"))
+        if max_wasted_bytes is not None:
+            rules = replace(rules, max_wasted_bytes=rules_mod.parse_bytes(max_wasted_bytes))
+        if max_wasted_percent is not None:
+            rules = replace(rules, max_wasted_ratio=rules_mod.parse_percent(max_wasted_percent))
+        results = rules_mod.evaluate(ins.waste.dive, rules)
+    if html_file:
+        from ..analyze.report import write_report
+
+        write_report(ins, Path(html_file))
+        click.echo(f"wrote {html_file}", err=True)
+    if as_json:
+        doc = ins.to_json()
+        if show_files:
+            doc["changes"] = {str(st.index): [c.to_json() for c in st.changes] for st in ins.layers
+                              if layer_index is None or st.index == layer_index}
+        if results is not None:
+            doc["ci"] = {"passed": all(r.passed for r in results), "rules": [r.to_json() for r in results]}
+        print_json(doc)
+    else:
+        out = stdout_console()
+        if not (show_layers or show_files or show_waste or ci):
+            _render_summary(out, ins)
+            _render_layers(out, ins, detailed=False)
+        if show_layers:
+            _render_layers(out, ins, detailed=True)
+        if show_files:
+            _render_files(out, ins, layer_index)
+        if show_waste:
+            _render_waste(out, ins)
+        if results is not None:
+            for r in results:
+                mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
+                out.print(f"{mark} {r.name}: {r.value} (allowed {r.threshold})")
+    if results is not None and not all(r.passed for r in results):
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("path")
+@json_option
+@platform_option
+@insecure_option
+def blame(ref: str, path: str, as_json: bool, platform: str | None, insecure: bool) -> None:
+    """Which layer provides PATH in REF, and which layers' versions it overrides or hides."""
+    from ..analyze.summary import blame as blame_path
+    from ..errors import LayerkitError
+
+    image = _open(ref, platform, insecure)
+    ins = _inspect_with_progress(image, ref)
+    result = blame_path(ins, path)
+    if not result.versions:
+        raise LayerkitError(f"blaming {result.path} in {ref}: no layer has this path; check it with `layerkit ls`")
+    if as_json:
+        print_json(result.to_json())
+        return
+    out = stdout_console()
+    if result.provider is None:
+        out.print(f"{result.path}: not in the merged image")
+    else:
+        out.print(f"{result.path}: provided by layer {result.provider}  {ins.created_by(result.provider)}")
+    for v in result.versions:
+        if v.layer == result.provider and v.fate == "visible":
+            continue
+        what = "implied directory" if v.implicit else v.type
+        by = f" by layer {v.hidden_by}  {ins.created_by(v.hidden_by)}" if v.hidden_by is not None else ""
+        out.print(f"  layer {v.layer} ({what}, {_human(v.size)}): {v.fate}{by}")
+        if v.created_by:
+            out.print(f"    made by: {v.created_by}")
