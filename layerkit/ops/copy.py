@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable
 
 from .. import mediatypes as mt
 from ..digest import CHUNK, Hasher, VerifyingReader
-from ..errors import InvalidReferenceError, UnsupportedMediaTypeError
+from ..errors import InvalidReferenceError, TarFormatError, UnsupportedMediaTypeError
 from ..image import Image, ImageSink, Layer
 from ..mediatypes import Compression
 from ..spec import Descriptor, Manifest
@@ -76,6 +76,11 @@ def _copy_blob(image: Image, desc: Descriptor, sink: ImageSink, what: str, progr
         sink.put_blob(desc, stream)  # type: ignore[arg-type]
 
 
+def _drain(stream: BinaryIO | _Counting) -> None:
+    while stream.read(CHUNK):
+        pass
+
+
 def _zstd_threads() -> int:
     # libzstd's output is the same for any worker count >= 1, so use the cores without losing
     # reproducibility; gzip stays single-stream for the same reason (threaded isal differs)
@@ -96,11 +101,14 @@ def _recompress(layer: Layer, target: Compression, media_type: str, sink: ImageS
             hasher = Hasher(tmp)  # type: ignore[arg-type]
             writer = open_compressor(hasher, target,  # type: ignore[arg-type]
                                      threads=_zstd_threads() if target is Compression.ZSTD else 0)
-            while chunk := tar.read(CHUNK):
-                writer.write(chunk)
+            try:
+                while chunk := tar.read(CHUNK):
+                    writer.write(chunk)
+            except TarFormatError:
+                _drain(blob)  # a blob that is corrupt (not just malformed) says so: digest mismatch
+                raise
             writer.close()
-            while blob.read(CHUNK):  # bytes after the compressed stream still count toward the digest check
-                pass
+            _drain(blob)  # bytes after the compressed stream still count toward the digest check
         new = Descriptor(media_type, hasher.digest(), hasher.size, annotations=layer.descriptor.annotations)
         if sink.has_blob(new):
             if progress:
