@@ -1,0 +1,196 @@
+"""The build context: a host directory seen through ``.dockerignore``, plus a persistent stat cache.
+
+COPY/ADD read sources through :class:`BuildContext`: an ignored path does not exist (like a file
+``docker build`` never sent), symlinks are resolved inside the context root, and ownership is
+``0:0`` (the Docker CLI resets it when it sends the context). Cache keys need a content hash of
+every source file; :class:`StatCache` remembers ``(size, mtime_ns, inode, ctime_ns) → sha256`` per
+path in the store's cache directory, so a rebuild with nothing changed costs a directory walk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from ..digest import Digest, sha256_file
+from ..errors import BuildError
+from ..tarfs.entry import Entry
+from ..tarfs.tree import entry_from_stat, read_xattrs
+from .dockerignore import PatternMatcher
+
+__all__ = ["BuildContext", "StatCache", "MAX_SYMLINKS"]
+
+MAX_SYMLINKS = 255
+_CACHE_VERSION = 1
+
+
+class StatCache:
+    """``path → (size, mtime_ns, ino, ctime_ns, digest)`` for one context directory, kept as one
+    JSON file under ``cache_dir``. A file whose stat tuple changed is hashed again."""
+
+    def __init__(self, cache_dir: Path | None, context_dir: Path) -> None:
+        self._file: Path | None = None
+        self._entries: dict[str, list[object]] = {}
+        self._dirty = False
+        if cache_dir is not None:
+            key = hashlib.sha256(str(context_dir.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+            self._file = cache_dir / "context" / f"{key}.json"
+            try:
+                doc = json.loads(self._file.read_text())
+                if doc.get("version") == _CACHE_VERSION:
+                    self._entries = doc.get("files", {})
+            except (OSError, ValueError, AttributeError):
+                self._entries = {}
+        self.hits = 0
+        self.misses = 0
+
+    def digest(self, rel: str, host: str, st: os.stat_result) -> Digest:
+        sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        cached = self._entries.get(rel)
+        if cached is not None and cached[:4] == sig:
+            self.hits += 1
+            return Digest(str(cached[4]))
+        self.misses += 1
+        digest, _ = sha256_file(host)
+        self._entries[rel] = [*sig, str(digest)]
+        self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        """Persist atomically (best effort: a cache that cannot be written is only slower)."""
+        if self._file is None or not self._dirty:
+            return
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": _CACHE_VERSION, "files": self._entries}, separators=(",", ":")))
+            os.replace(tmp, self._file)
+            self._dirty = False
+        except OSError:
+            pass
+
+
+class BuildContext:
+    """Read-only view of the context directory for COPY/ADD (paths are ``/``-separated, relative,
+    the root is ``"."``)."""
+
+    name = "context"
+
+    def __init__(self, root: Path, ignore: PatternMatcher | None = None, *, cache_dir: Path | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise BuildError(f"reading the build context: {self.root} is not a directory; pass an existing directory")
+        self.ignore = ignore or PatternMatcher()
+        self.stat_cache = StatCache(cache_dir, self.root)
+        self._root_str = os.fspath(self.root)
+
+    # -- paths ---------------------------------------------------------------------------------
+    def host(self, rel: str) -> str:
+        return self._root_str if rel in ("", ".") else os.path.join(self._root_str, rel)
+
+    def excluded(self, rel: str) -> bool:
+        if rel in ("", ".") or not self.ignore:
+            return False
+        return self.ignore.matches(rel)
+
+    def _visible(self, rel: str, st: os.stat_result) -> bool:
+        if not self.excluded(rel):
+            return True
+        # an excluded directory still exists when something below it is re-included
+        return stat.S_ISDIR(st.st_mode) and self.ignore.may_include_below(rel)
+
+    def resolve(self, rel: str, *, follow_last: bool = True) -> str | None:
+        """``rel`` with symlinks resolved inside the context root (``fs.RootPath``); None when a
+        component is missing or ignored."""
+        todo = [c for c in reversed(rel.split("/")) if c not in ("", ".")]
+        cur: list[str] = []
+        hops = 0
+        while todo:
+            comp = todo.pop()
+            if comp == "..":
+                if cur:
+                    cur.pop()
+                continue
+            cand = "/".join(cur + [comp])
+            try:
+                st = os.lstat(self.host(cand))
+            except OSError:
+                return None
+            if not self._visible(cand, st):
+                return None
+            if stat.S_ISLNK(st.st_mode) and (todo or follow_last):
+                hops += 1
+                if hops > MAX_SYMLINKS:
+                    raise BuildError(f"resolving {rel!r} in the build context: too many levels of symbolic links")
+                target = os.readlink(self.host(cand))
+                if target.startswith("/"):
+                    cur = []
+                todo.extend(c for c in reversed(target.split("/")) if c not in ("", "."))
+                continue
+            if todo and not stat.S_ISDIR(st.st_mode):
+                return None
+            cur.append(comp)
+        return "/".join(cur) if cur else "."
+
+    # -- the filesystem protocol copy.py uses --------------------------------------------------------
+    def lstat(self, rel: str) -> Entry | None:
+        """Entry for ``rel`` (no symlink followed), owned 0:0; None when missing or ignored."""
+        try:
+            st = os.lstat(self.host(rel))
+        except OSError:
+            return None
+        if not self._visible(rel, st):
+            return None
+        link = os.readlink(self.host(rel)) if stat.S_ISLNK(st.st_mode) else ""
+        try:
+            entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(self.host(rel), st))
+        except Exception as exc:  # sockets and the like cannot go into a layer
+            raise BuildError(f"reading {rel!r} from the build context: {exc}") from None
+        entry.uid = entry.gid = 0
+        return entry
+
+    def inode(self, rel: str) -> tuple[int, int, int]:
+        st = os.lstat(self.host(rel))
+        return st.st_dev, st.st_ino, st.st_nlink
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names in directory ``rel`` that are not ignored, sorted as bytes."""
+        base = "" if rel in ("", ".") else rel + "/"
+        out = []
+        with os.scandir(self.host(rel)) as it:
+            for d in it:
+                child = base + d.name
+                if not self.ignore or not self.excluded(child):
+                    out.append(d.name)
+                elif d.is_dir(follow_symlinks=False) and self.ignore.may_include_below(child):
+                    out.append(d.name)
+        out.sort(key=lambda n: n.encode("utf-8", "surrogateescape"))
+        return out
+
+    def content_digest(self, rel: str) -> Digest:
+        host = self.host(rel)
+        return self.stat_cache.digest(rel, host, os.lstat(host))
+
+    def open(self, rel: str) -> BinaryIO:
+        return open(self.host(rel), "rb")
+
+    def host_path(self, rel: str) -> str | None:
+        return self.host(rel)
+
+    def close(self) -> None:
+        self.stat_cache.save()
+
+
+def _xattrs(host: str, st: os.stat_result) -> dict[str, bytes]:
+    if stat.S_ISLNK(st.st_mode):
+        return {}
+    try:
+        got = read_xattrs(host)
+    except OSError:
+        return {}
+    # BuildKit copies only security.capability and user.* from the context; SELinux labels stay behind
+    return {k: v for k, v in got.items() if k == "security.capability" or k.startswith("user.")} if got else {}
