@@ -10,9 +10,10 @@ registry (Docker Hub by default). Which one answered is recorded in ``image.reso
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, cast
 
 from .errors import ImageNotFoundError, InvalidReferenceError, SourceError
 from .image import Image, ImageSink
@@ -161,14 +162,14 @@ def open_image(
 def _sink_oci(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
     from .sources import oci
 
-    return oci.OCILayoutSink(ref.path, ref.name)  # type: ignore[no-any-return]
+    return oci.OCILayoutSink(ref.path, ref.name)
 
 
 def _sink_store(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
     from .sources import oci
 
     name = ref.docker.familiar if ref.docker is not None else ref.name
-    return oci.OCILayoutSink(_store(home), name)  # type: ignore[no-any-return]
+    return oci.OCILayoutSink(_store(home), name)
 
 
 def _sink_archive(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
@@ -188,7 +189,9 @@ def _sink_daemon(ref: TransportReference, insecure: bool, home: Any) -> ImageSin
 def _sink_registry(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
     from .sources import registry
 
-    return registry.RegistrySink(ref.docker, insecure=insecure)  # type: ignore[no-any-return]
+    assert ref.docker is not None
+    # its put_image also returns the descriptor and takes tag=: a wider signature than the protocol's
+    return cast(ImageSink, registry.RegistrySink(ref.docker, insecure=insecure))
 
 
 def _sink_unsupported(ref: TransportReference, insecure: bool, home: Any) -> ImageSink:
@@ -253,7 +256,7 @@ def open_sink(
     tref = parse_reference(ref)
     sink = _SINKS[tref.transport](tref, insecure, home)
     format = format or _DEFAULT_FORMAT.get(tref.transport)
-    return _FormatDefault(sink, format) if format else sink  # type: ignore[return-value]
+    return _FormatDefault(sink, format) if format else sink
 
 
 def bare_to_registry(ref: str) -> str:

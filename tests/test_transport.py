@@ -4,8 +4,9 @@ local store → Docker Engine → registry and say which answered."""
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ def test_open_sink_dispatch(tmp_path: Path, layerkit_home: Path) -> None:
     assert isinstance(store_sink, OCILayoutSink) and store_sink.tag == "x:1"
     store_sink.close()
     oci_sink = open_sink(f"oci:{tmp_path / 'layout'}:1")
-    assert getattr(oci_sink, "default_format") == "oci"  # skopeo and umoci only see OCI manifests there
+    assert oci_sink.default_format == "oci"  # skopeo and umoci only see OCI manifests there
     oci_sink.close()
 
     with pytest.raises(InvalidReferenceError, match="read-only"):

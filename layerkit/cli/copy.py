@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from ..errors import InvalidReferenceError
-from ._common import insecure_option, is_tty, json_option, platform_option, print_json, stderr_console
+from ._common import (
+    insecure_option,
+    is_tty,
+    json_option,
+    platform_option,
+    print_json,
+    stderr_console,
+)
 
 _FORMATS = click.Choice(["oci", "docker"])
 _COMPRESSIONS = click.Choice(["gzip", "zstd", "none"])
@@ -17,7 +25,13 @@ _COMPRESSIONS = click.Choice(["gzip", "zstd", "none"])
 @contextmanager
 def _progress_bar(enabled: bool) -> Iterator[Any]:
     """A transient rich progress bar on stderr, one row per blob; silent without a TTY."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     from ..spec import Descriptor
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Self, cast
 
 from .. import mediatypes as mt
 from ..digest import CHUNK, Hasher, VerifyingReader
@@ -22,7 +23,7 @@ from ..image import Image, ImageSink, Layer
 from ..mediatypes import Compression
 from ..spec import Descriptor, Manifest
 
-__all__ = ["copy_image", "ProgressFn", "FORMATS"]
+__all__ = ["FORMATS", "ProgressFn", "copy_image"]
 
 FORMATS = ("oci", "docker")
 
@@ -60,7 +61,7 @@ class _Counting:
     def close(self) -> None:
         self._raw.close()
 
-    def __enter__(self) -> "_Counting":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,10 +97,10 @@ def _recompress(layer: Layer, target: Compression, media_type: str, sink: ImageS
     tmp_dir = getattr(sink, "tmp_dir", None)
     with tempfile.TemporaryFile(dir=tmp_dir, prefix="layerkit-recompress-") as tmp:
         with _Counting(layer.open(), layer.descriptor, progress) as blob:
-            tar = VerifyingReader(open_decompressed(blob, what=f"layer {layer.index}"), layer.diff_id,
+            tar = VerifyingReader(open_decompressed(cast(BinaryIO, blob), what=f"layer {layer.index}"), layer.diff_id,
                                   what=f"layer {layer.index} uncompressed tar (diff ID)", source=source)
-            hasher = Hasher(tmp)  # type: ignore[arg-type]
-            writer = open_compressor(hasher, target,  # type: ignore[arg-type]
+            hasher = Hasher(tmp)
+            writer = open_compressor(cast(BinaryIO, hasher), target,
                                      threads=_zstd_threads() if target is Compression.ZSTD else 0)
             try:
                 while chunk := tar.read(CHUNK):

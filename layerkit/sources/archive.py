@@ -26,9 +26,10 @@ import os
 import posixpath
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Self
 
 from .. import mediatypes as mt
 from ..digest import CHUNK, Digest, sha256_bytes
@@ -42,9 +43,16 @@ from ..errors import (
 )
 from ..image import Image
 from ..reference import DockerReference
-from ..spec import ANNOTATION_REF_NAME, Descriptor, Index, ImageConfig, Manifest, Platform
+from ..spec import (
+    ANNOTATION_REF_NAME,
+    Descriptor,
+    ImageConfig,
+    Index,
+    Manifest,
+    Platform,
+)
 
-__all__ = ["ArchiveSource", "ArchiveEntry", "ArchiveSink", "open_image", "read_archive"]
+__all__ = ["ArchiveEntry", "ArchiveSink", "ArchiveSource", "open_image", "read_archive"]
 
 #: containerd's (and Engine 25's) annotation for the full image name of an index.json entry
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
@@ -89,7 +97,7 @@ class _MemberReader:
     def close(self) -> None:
         pass  # the archive owns the file descriptor
 
-    def __enter__(self) -> "_MemberReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,7 +204,7 @@ def _index_members(source: ArchiveSource, path: str) -> None:
                     links[name] = _clean(posixpath.join(posixpath.dirname(name), info.linkname))
                 elif info.islnk():
                     links[name] = _clean(info.linkname)
-                tar.members.clear()  # keep memory flat on archives with many members
+                tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat on big archives
     except tarfile.TarError as exc:
         raise SourceError(f"reading docker-archive {path}: not a tar archive ({exc})") from None
     for name in list(source._members):
@@ -220,9 +228,9 @@ def _walk_index(source: ArchiveSource, raw: bytes, media_type: str, names: list[
             continue  # other platforms of a multi-platform image are usually not saved
         entry_names = list(names)
         # containerd/Engine 25 name the image in full; a plain OCI layout only has the tag
-        name = desc.annotations.get(ANNOTATION_IMAGE_NAME) or desc.annotations.get(ANNOTATION_REF_NAME)
-        if name:
-            entry_names.append(name)
+        image_name = desc.annotations.get(ANNOTATION_IMAGE_NAME) or desc.annotations.get(ANNOTATION_REF_NAME)
+        if image_name:
+            entry_names.append(image_name)
         data = source._read_member(blob, "manifest")
         if sha256_bytes(data) != desc.digest:
             raise DigestMismatchError(desc.digest, sha256_bytes(data), "manifest", source.name)
@@ -268,7 +276,7 @@ def read_archive(path: str | os.PathLike[str], *, fileobj: BinaryIO | None = Non
     label = name or f"docker-archive:{path}"
     if fileobj is None:
         try:
-            fileobj = open(path, "rb")
+            fileobj = open(path, "rb")  # noqa: SIM115 - the source keeps it open for lazy blob reads
         except FileNotFoundError:
             raise ImageNotFoundError(f"reading docker-archive {path}: no such file") from None
         except IsADirectoryError:
@@ -310,8 +318,8 @@ def read_archive(path: str | os.PathLike[str], *, fileobj: BinaryIO | None = Non
     else:
         # an OCI layout tar without manifest.json (e.g. `docker save` of Engine 25 with a custom
         # tool, or an oci-archive): its index.json entries are the images
-        for pos, (cfg_digest, (manifest, names)) in enumerate(oci.items()):
-            config_member = source._by_digest.get(cfg_digest)
+        for pos, (cfg_key, (manifest, names)) in enumerate(oci.items()):
+            config_member = source._by_digest.get(cfg_key)
             if not config_member:
                 continue
             config = ImageConfig.from_bytes(source._read_member(config_member, "config"))
@@ -439,7 +447,7 @@ class ArchiveSink:
             self._f.write(_tar_header(d, 0, directory=True))
         self._put_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
 
-    def __enter__(self) -> "ArchiveSink":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
@@ -505,11 +513,12 @@ class ArchiveSink:
         for w in self._images:
             desc = w.manifest.descriptor()
             refs = [DockerReference.parse(n) for n in w.names]
-            for ref in refs or [None]:
+            for ref in refs:
                 entry = desc.to_json()
-                if ref is not None:
-                    entry["annotations"] = {ANNOTATION_IMAGE_NAME: str(ref), ANNOTATION_REF_NAME: ref.tag}
+                entry["annotations"] = {ANNOTATION_IMAGE_NAME: str(ref), ANNOTATION_REF_NAME: ref.tag}
                 index_entries.append(entry)
+            if not refs:
+                index_entries.append(desc.to_json())
             layers = [d for d in w.manifest.layers if mt.is_layer(d.media_type)]
             legacy.append({
                 "Config": _BLOB_PREFIX + w.manifest.config.digest.hex,

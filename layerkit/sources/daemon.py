@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Self, cast
 
-from ..errors import DaemonUnavailableError, ImageNotFoundError, InvalidReferenceError, SourceError
+from ..errors import (
+    DaemonUnavailableError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+    SourceError,
+)
 from ..image import Image
 from ..mediatypes import Compression
 from ..reference import DockerReference
 from ..spec import Descriptor, Platform
 from . import archive
 
-__all__ = ["open_image", "DaemonSink", "daemon_available", "docker_host"]
+__all__ = ["DaemonSink", "daemon_available", "docker_host", "open_image"]
 
 #: how long a bare-name lookup waits for an Engine before moving on to the registry
 AVAILABILITY_TIMEOUT = 2.0
@@ -66,7 +72,7 @@ def _cause(exc: BaseException) -> str:
 @contextmanager
 def _docker_errors(what: str) -> Iterator[None]:
     """Translate docker SDK / requests exceptions into layerkit errors (the only place that does)."""
-    import docker.errors
+    import docker.errors  # type: ignore[import-untyped]
     import requests.exceptions
 
     try:
@@ -118,7 +124,8 @@ def open_image(name: str, *, platform: Platform | None = None, tmp_dir: str | os
     """``docker-daemon:NAME[:TAG]`` (or an image ID): saved to a temp file, then read as an archive."""
     what = f"reading docker-daemon:{name}"
     name = _check_name(name, what)
-    spool = tempfile.TemporaryFile(dir=tmp_dir, prefix="layerkit-daemon-save-")
+    # nameless, so it vanishes with the image (or the process) whatever happens; the source keeps it
+    spool = tempfile.TemporaryFile(dir=tmp_dir, prefix="layerkit-daemon-save-")  # noqa: SIM115
     try:
         with _client(what) as client:
             img = client.images.get(name)
@@ -126,7 +133,7 @@ def open_image(name: str, *, platform: Platform | None = None, tmp_dir: str | os
             for chunk in img.save(chunk_size=1 << 20, named=name if name in img.tags else True):
                 spool.write(chunk)
         spool.flush()
-        source = archive.read_archive(name, fileobj=spool, name=f"docker-daemon:{name}")  # type: ignore[arg-type]
+        source = archive.read_archive(name, fileobj=cast(BinaryIO, spool), name=f"docker-daemon:{name}")
     except BaseException:
         spool.close()
         raise
@@ -162,7 +169,7 @@ class DaemonSink:
         self._archive = archive.ArchiveSink(Path(self._dir.name) / "image.tar", [self.ref.familiar])
         self._closed = False
 
-    def __enter__(self) -> "DaemonSink":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
