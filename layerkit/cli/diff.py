@@ -1,0 +1,83 @@
+"""``layerkit diff A B``: parse arguments, call :mod:`layerkit.analyze.diff`, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._common import insecure_option, json_option, platform_option, print_json, stdout_console
+
+__all__ = ["diff"]
+
+
+def _side(arg: str, platform: str | None, insecure: bool) -> Any:
+    from ..analyze import diff as d
+    from ..spec import Platform
+    from ..transport import open_image
+
+    if d.is_layer_file(arg):
+        return d.layer_file_side(arg)
+    image = open_image(arg, platform=Platform.parse(platform) if platform else None, insecure=insecure)
+    return d.image_side(image, arg)
+
+
+def _render(out: Any, result: Any) -> None:
+    from rich.markup import escape
+
+    from .inspect import _human
+
+    a, b = result.a, result.b
+    out.print(f"[bold]a[/] {escape(a.reference)} {a.digest}\n[bold]b[/] {escape(b.reference)} {b.digest}")
+    if result.shared_layers:
+        out.print(f"shared layers: {len(result.shared_layers)} (" +
+                  ", ".join(f"a{s['a']}=b{s['b']}" for s in result.shared_layers) + ")")
+    if result.identical:
+        out.print("no differences")
+        return
+    files = result.files
+    for key, mark, style in (("added", "+", "green"), ("removed", "-", "red")):
+        for f in files.get(key, []):
+            out.print(f"[{style}]{mark} {escape(f['path'])}[/] ({f['type']}, {_human(f['size'])})")
+    for f in files.get("changed", []):
+        out.print(f"[yellow]~ {escape(f['path'])}[/] {', '.join(f['changes'])}")
+    if result.sizes:
+        out.print("[bold]size changes by directory[/]")
+        for s in result.sizes[:20]:
+            sign = "+" if s["delta"] > 0 else "-"
+            out.print(f"  {escape(s['path'])}: {_human(s['before'])} → {_human(s['after'])} ({sign}{_human(abs(s['delta']))})")
+    for key, value in result.config.items():
+        out.print(f"[bold]config {key}[/]: {escape(str(value))}")
+    hist = result.history
+    if hist.get("removed") or hist.get("added"):
+        out.print(f"[bold]history[/] (first {hist['commonPrefix']} steps shared)")
+        for step in hist["removed"]:
+            out.print(f"[red]- {escape(step)}[/]")
+        for step in hist["added"]:
+            out.print(f"[green]+ {escape(step)}[/]")
+    for manager, changes in result.packages.items():
+        for p in changes["added"]:
+            out.print(f"[green]+ {manager} {p['name']} {p['version']}[/]")
+        for p in changes["removed"]:
+            out.print(f"[red]- {manager} {p['name']} {p['version']}[/]")
+        for p in changes["changed"]:
+            out.print(f"[yellow]~ {manager} {p['name']} {p['previousVersion']} → {p['version']}[/]")
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--type", "types", multiple=True, type=click.Choice(["file", "size", "config", "history", "packages"]),
+              help="Only these kinds of differences (repeatable; default: all).")
+@json_option
+@platform_option
+@insecure_option
+def diff(a: str, b: str, types: tuple[str, ...], as_json: bool, platform: str | None, insecure: bool) -> None:
+    """Compare two images (any transports) or two layer files (.tar, .tar.gz, .tar.zst)."""
+    from ..analyze.diff import TYPES, diff_sides
+
+    result = diff_sides(_side(a, platform, insecure), _side(b, platform, insecure), types or TYPES)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _render(stdout_console(), result)
