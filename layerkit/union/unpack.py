@@ -1,0 +1,460 @@
+"""Write a merged rootfs (or one layer onto a tree) to disk, never touching anything outside it.
+
+:func:`unpack` decides visibility first (the :class:`~layerkit.union.tree.Union` index of headers),
+then writes top-down: every surviving path exactly once, nothing a higher layer hides ever, no
+intermediate state. Directories, symlinks and special files come from the index alone; file
+content is streamed from each layer once, newest layer first, and only layers that provide a
+survivor are read again. Hard links are created last; when a link's original path is hidden (a
+higher layer deleted or replaced it) the content is written at the first link path instead.
+Directory modes and times are applied after their contents, deepest first.
+
+:func:`apply_layer` is the bottom-up counterpart for the builder's snapshot cache: one layer stream
+onto an existing tree, whiteouts applied to lower content only, with the same path rules as the
+index (a lower non-directory in the way of a member becomes a directory; writing through a
+non-directory planted by the same layer is refused).
+
+Policy knobs: ``rootless`` (no chown: files belong to the caller; device nodes skipped and
+reported; only ``user.*`` xattrs), ``no_privileged_bits`` (setuid/setgid and
+``security.capability`` stripped). ``trusted.overlay.*`` xattrs are never written: they steer
+overlayfs when the tree is later used as a lower dir. Every write goes through
+:class:`~layerkit.union.safefs.SafeRoot` with symlink-free parent resolution.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from ..errors import LayerError, UnsafePathError
+from ..tarfs.entry import Entry, EntryType
+from ..tarfs.paths import parent
+from ..tarfs.reader import Limits, iter_entries
+from ..tarfs.whiteout import WHITEOUT_PREFIX, is_opaque, is_whiteout_meta, whiteout_target
+from .safefs import SafeRoot, copy_to_fd
+from .tree import Node, Union
+
+__all__ = ["UnpackResult", "SkippedEntry", "unpack", "apply_layer", "Progress"]
+
+#: ``progress(stage, done, total)``: stage "index" counts layers, "write" counts content bytes.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    path: str
+    layer: int | str
+    reason: str
+
+
+@dataclass
+class UnpackResult:
+    files: int = 0  # regular files written (hard links counted apart)
+    dirs: int = 0
+    bytes: int = 0
+    skipped: list[SkippedEntry] = field(default_factory=list)
+    symlinks: int = 0
+    hardlinks: int = 0
+    specials: int = 0  # device nodes and fifos
+    removed: int = 0  # apply_layer: paths removed by whiteouts or replacement
+
+
+@dataclass(frozen=True)
+class _Policy:
+    rootless: bool
+    no_privileged_bits: bool
+
+    def mode(self, mode: int) -> int:
+        return mode & (0o1777 if self.no_privileged_bits else 0o7777)
+
+    def xattr_refusal(self, key: str) -> str | None:
+        if key.startswith("trusted.overlay.") or key.startswith("user.overlay."):
+            return "overlayfs control attribute"
+        if key == "security.capability" and (self.rootless or self.no_privileged_bits):
+            return "file capabilities are a privileged bit"
+        if self.rootless and not key.startswith("user."):
+            return "only user.* attributes can be set without root"
+        return None
+
+
+def _policy(rootless: bool, no_privileged_bits: bool) -> _Policy:
+    if not rootless and os.geteuid() != 0:
+        raise LayerError(
+            "unpacking as a non-root user: file owners and device nodes need root; pass rootless=True "
+            "(layerkit unpack --rootless) to own every file yourself and skip device nodes"
+        )
+    return _Policy(rootless, no_privileged_bits)
+
+
+class _Writer:
+    """Creates entries and applies their metadata inside a SafeRoot, per policy, counting."""
+
+    def __init__(self, root: SafeRoot, policy: _Policy, result: UnpackResult) -> None:
+        self.root = root
+        self.policy = policy
+        self.result = result
+
+    def skip(self, path: str, layer: int | str, reason: str) -> None:
+        self.result.skipped.append(SkippedEntry(_display(path), layer, reason))
+
+    def write_file(self, path: str, entry: Entry, content: BinaryIO, layer: int | str) -> None:
+        fd = self.root.create_file(path, 0o600)
+        try:
+            self.result.bytes += copy_to_fd(content, fd)
+            if not self.policy.rootless:
+                os.fchown(fd, entry.uid, entry.gid)
+            os.fchmod(fd, self.policy.mode(entry.mode))  # after chown, which clears setuid
+            for key, value in entry.xattrs.items():
+                self._setxattr(lambda k, v: os.setxattr(fd, k, v), path, key, value, layer)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+        self.result.files += 1
+
+    def make(self, path: str, entry: Entry, layer: int | str) -> bool:
+        """Create a directory, symlink, device or fifo; False when policy skipped it."""
+        t = entry.type
+        if t is EntryType.DIR:
+            if path != ".":
+                self.root.mkdir(path, 0o700)
+            self.result.dirs += 1
+        elif t is EntryType.SYMLINK:
+            self.root.symlink(path, entry.linkname)
+            self.result.symlinks += 1
+        elif t is EntryType.CHAR or t is EntryType.BLOCK:
+            if self.policy.rootless:
+                self.skip(path, layer, f"{t.value} device {entry.devmajor}:{entry.devminor} needs root")
+                return False
+            self.root.mknod(path, "char" if t is EntryType.CHAR else "block", 0o600, entry.devmajor, entry.devminor)
+            self.result.specials += 1
+        elif t is EntryType.FIFO:
+            self.root.mkfifo(path, 0o600)
+            self.result.specials += 1
+        else:  # pragma: no cover - files and links have their own paths
+            raise AssertionError(t)
+        return True
+
+    def meta(self, path: str, entry: Entry, layer: int | str) -> None:
+        """Owner, mode, xattrs and times of a non-file entry (never following a symlink)."""
+        root = self.root
+        if not self.policy.rootless:
+            root.chown(path, entry.uid, entry.gid)
+        if entry.type is not EntryType.SYMLINK:
+            root.chmod(path, self.policy.mode(entry.mode))
+        for key, value in entry.xattrs.items():
+            self._setxattr(lambda k, v: root.setxattr(path, k, v), path, key, value, layer)
+        root.utimens(path, entry.mtime_ns, entry.mtime_ns)
+
+    def _setxattr(self, setter: Callable[[str, bytes], None], path: str, key: str, value: bytes, layer: int | str) -> None:
+        why = self.policy.xattr_refusal(key)
+        if why is None:
+            try:
+                setter(key, value)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.EINVAL):
+                    raise
+                why = f"the filesystem refused it ({exc.strerror})"
+        self.skip(path, layer, f"xattr {key}: {why}")
+
+
+def _prepare_target(target_dir: str | os.PathLike[str]) -> Path:
+    target = Path(target_dir)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        target.mkdir(parents=True, mode=0o700)
+        return target
+    if not stat.S_ISDIR(st.st_mode):
+        raise LayerError(f"unpacking into {target}: it exists and is not a directory; pass an empty or new directory")
+    if any(os.scandir(target)):
+        raise LayerError(f"unpacking into {target}: the directory is not empty; pass an empty or new directory")
+    return target
+
+
+def _display(path: str) -> str:
+    return "/" if path == "." else "/" + path
+
+
+class _Context:
+    """Names the layer and entry in every error leaving a write."""
+
+    def __init__(self, union: Union | None = None, label: str = "") -> None:
+        self.union = union
+        self.label = label
+
+    def layer_label(self, layer: int | str) -> str:
+        if isinstance(layer, int) and self.union is not None:
+            return self.union.label(layer)
+        return str(layer) if layer != "" else self.label
+
+    def fail(self, exc: Exception, path: str, layer: int | str) -> Exception:
+        label = self.layer_label(layer)
+        if isinstance(exc, UnsafePathError):
+            return UnsafePathError(exc.member, exc.reason, exc.layer or label)
+        if isinstance(exc, OSError):
+            return LayerError(
+                f"unpacking {_display(path)} from layer {label}: {exc.strerror or exc}; "
+                "the target is incomplete: remove it and retry once the cause is fixed"
+            )
+        return exc
+
+
+def unpack(
+    image: Any,
+    target_dir: str | os.PathLike[str],
+    *,
+    rootless: bool = False,
+    no_privileged_bits: bool = False,
+    limits: Limits | None = None,
+    progress: Progress | None = None,
+) -> UnpackResult:
+    """Write the merged rootfs of ``image`` (an Image, a layer list or a ready :class:`Union`) into
+    ``target_dir``, which must be empty or absent."""
+    policy = _policy(rootless, no_privileged_bits)
+    target = _prepare_target(target_dir)
+    if isinstance(image, Union):
+        union = image
+    else:
+        index_cb = (lambda done, total: progress("index", done, total)) if progress else None
+        union = Union(image, limits=limits, progress=index_cb)
+    result = UnpackResult()
+    ctx = _Context(union)
+    with SafeRoot(target, resolve="never") as root:
+        w = _Writer(root, policy, result)
+        _write_union(union, w, ctx, progress)
+    return result
+
+
+def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | None) -> None:
+    dirs: list[Node] = []
+    others: list[Node] = []
+    # content plan: layer -> seq -> (path to write, metadata entry); links: (path, existing path)
+    plan: dict[int, dict[int, tuple[str, Entry]]] = {}
+    links: list[tuple[Node, str]] = []
+    first_link: dict[int, str] = {}  # id(content node) -> path written for a hidden original
+    total = 0
+    for node in union.walk():
+        t = node.entry.type
+        if t is EntryType.DIR:
+            dirs.append(node)
+            continue
+        c = node.content
+        if c is None:
+            others.append(node)
+        elif t is EntryType.FILE:
+            plan.setdefault(node.layer, {})[node.seq] = (node.path, node.entry)
+            total += node.entry.size
+        elif union._view.get(c.path) is c:  # original visible: written at its own path, link to it
+            links.append((node, c.path))
+        elif id(c) in first_link:
+            links.append((node, first_link[id(c)]))
+        else:  # original hidden: its bytes (and inode metadata) land at this link path
+            first_link[id(c)] = node.path
+            plan.setdefault(c.layer, {})[c.seq] = (node.path, c.entry)
+            total += c.entry.size
+
+    for node in dirs:  # preorder: parents first; 0700 until the metadata pass
+        _guard(ctx, node.path, node.layer, lambda n=node: w.make(n.path, n.entry, n.layer))
+    made = [n for n in others if _guard(ctx, n.path, n.layer, lambda n=n: w.make(n.path, n.entry, n.layer))]
+
+    done = 0
+    for layer in sorted(plan, reverse=True):  # newest first
+        wanted = plan[layer]
+        stream = union.layers[layer].open_tar()
+        try:
+            label = union.label(layer)
+            for seq, (entry, content) in enumerate(iter_entries(stream, layer=label, limits=union.limits)):
+                job = wanted.get(seq)
+                if job is None:
+                    continue
+                path, meta = job
+                assert content is not None, "the index planned content for a non-file"
+                _guard(ctx, path, layer, lambda: w.write_file(path, meta, content, layer))
+                done += meta.size
+                if progress is not None:
+                    progress("write", done, total)
+        finally:
+            stream.close()
+
+    for node, existing in links:
+        _guard(ctx, node.path, node.layer, lambda n=node, e=existing: w.root.link(n.path, e))
+        w.result.hardlinks += 1
+    for node in made:
+        _guard(ctx, node.path, node.layer, lambda n=node: w.meta(n.path, n.entry, n.layer))
+    for node in reversed(dirs):  # deepest first: a read-only or timed dir is finished after its children
+        _guard(ctx, node.path, node.layer, lambda n=node: w.meta(n.path, n.entry, n.layer))
+
+
+def _guard(ctx: _Context, path: str, layer: int | str, op: Callable[[], Any]) -> Any:
+    try:
+        return op()
+    except (UnsafePathError, OSError) as exc:
+        raise ctx.fail(exc, path, layer) from exc
+
+
+# ------------------------------------------------------------------------------------------------
+# one layer onto an existing tree (bottom-up)
+
+
+def apply_layer(
+    layer_stream: BinaryIO,
+    target_dir: str | os.PathLike[str],
+    *,
+    layer: str = "",
+    rootless: bool = False,
+    no_privileged_bits: bool = False,
+    limits: Limits | None = None,
+) -> UnpackResult:
+    """Apply one uncompressed layer tar onto the tree at ``target_dir`` (created when absent).
+
+    Whiteouts hide only what was there before this layer, wherever they sit in the tar; paths are
+    never resolved through symlinks (a lower symlink where this layer needs a directory is
+    replaced by one, as overlayfs shows it).
+    """
+    policy = _policy(rootless, no_privileged_bits)
+    target = Path(target_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    result = UnpackResult()
+    ctx = _Context(label=layer)
+    with SafeRoot(target, resolve="never") as root:
+        ap = _Applier(_Writer(root, policy, result), ctx, layer)
+        for entry, content in iter_entries(layer_stream, layer=layer, limits=limits):
+            _guard(ctx, entry.path, layer, lambda e=entry, c=content: ap.apply(e, c))
+        ap.finish()
+    return result
+
+
+class _Applier:
+    def __init__(self, w: _Writer, ctx: _Context, layer: str) -> None:
+        self.w = w
+        self.root = w.root
+        self.ctx = ctx
+        self.layer = layer
+        self.created: dict[str, EntryType] = {}  # paths this layer made (last type wins)
+        self.touched: set[str] = set()  # ancestors of what this layer made
+        self.dirs: dict[str, Entry] = {}  # directory metadata, applied at the end
+
+    # -- whiteouts: lower content only ---------------------------------------------------------------
+
+    def _whiteout(self, entry: Entry) -> None:
+        path = entry.path
+        if is_opaque(path):
+            d = parent(path)
+            st = self._lstat(d)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                return
+            for name in self.root.listdir(d):
+                self._remove_lower(name if d == "." else f"{d}/{name}")
+            return
+        if is_whiteout_meta(path):
+            return
+        try:
+            target = whiteout_target(path)
+        except Exception as exc:
+            raise UnsafePathError(path, f"invalid whiteout: {exc}") from None
+        self._remove_lower(target)
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        try:
+            return self.root.lstat(path)
+        except UnsafePathError:  # a lower symlink in the way: lexically nothing is there
+            return None
+
+    def _remove_lower(self, path: str) -> None:
+        """Remove ``path`` except what this layer created in it (iteratively)."""
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            if p in self.created or p in self.touched:
+                if self.created.get(p, EntryType.DIR) is EntryType.DIR:
+                    st = self._lstat(p)
+                    if st is not None and stat.S_ISDIR(st.st_mode):
+                        stack.extend(f"{p}/{n}" for n in self.root.listdir(p))
+                continue
+            if self._lstat(p) is not None and self.root.remove(p):
+                self.w.result.removed += 1
+
+    # -- members -----------------------------------------------------------------------------------
+
+    def apply(self, entry: Entry, content: BinaryIO | None) -> None:
+        path = entry.path
+        if WHITEOUT_PREFIX in path:
+            parts = path.split("/")
+            if any(c.startswith(WHITEOUT_PREFIX) for c in parts[:-1]):
+                raise UnsafePathError(path, "a parent component is a whiteout name")
+            if parts[-1].startswith(WHITEOUT_PREFIX):
+                self._whiteout(entry)
+                return
+        if path == ".":
+            if not entry.is_dir():
+                raise UnsafePathError("/", f"the image root must be a directory, not a {entry.type.value}")
+            self.dirs["."] = entry
+            return
+        self._ensure_parents(path)
+        st = self.root.lstat(path)
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode) and entry.is_dir():
+                self.created[path] = EntryType.DIR
+                self.dirs[path] = entry
+                return
+            if entry.is_hardlink() and entry.linkname == path:
+                raise UnsafePathError(path, "hard link to itself")
+            self.root.remove(path)
+            self.w.result.removed += 1
+            if stat.S_ISDIR(st.st_mode):
+                self._forget(path)
+        t = entry.type
+        if t is EntryType.FILE:
+            assert content is not None
+            self.w.write_file(path, entry, content, self.layer)
+        elif t is EntryType.HARDLINK:
+            self.root.link(path, entry.linkname)
+            self.w.result.hardlinks += 1
+        else:
+            if self.w.make(path, entry, self.layer):
+                if t is EntryType.DIR:
+                    self.dirs[path] = entry
+                else:
+                    self.w.meta(path, entry, self.layer)
+        self.created[path] = t
+
+    def _forget(self, path: str) -> None:
+        """A replaced subtree: what this layer made below it is gone too."""
+        prefix = path + "/"
+        for p in [p for p in self.created if p.startswith(prefix)]:
+            del self.created[p]
+            self.dirs.pop(p, None)
+        self.touched = {p for p in self.touched if not p.startswith(prefix)}
+        self.dirs.pop(path, None)
+
+    def _ensure_parents(self, path: str) -> None:
+        d = parent(path)
+        if d == "." or d in self.touched or self.created.get(d) is EntryType.DIR:
+            return
+        cur = ""
+        for comp in d.split("/"):
+            cur = comp if not cur else f"{cur}/{comp}"
+            if cur in self.touched:
+                continue
+            st = self.root.lstat(cur)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                kind = self.created.get(cur)
+                if kind is not None:
+                    raise UnsafePathError(
+                        path, f"its parent {cur!r} is a {kind.value} created earlier in the same layer; writing through it is refused"
+                    )
+                self.root.remove(cur)  # a lower non-directory: overlayfs shows this layer's directory
+                self.w.result.removed += 1
+                st = None
+            if st is None:
+                self.root.mkdir(cur, 0o755)
+            self.touched.add(cur)
+
+    def finish(self) -> None:
+        for path in sorted(self.dirs, key=lambda p: p.count("/") + (p != "."), reverse=True):
+            entry = self.dirs[path]
+            _guard(self.ctx, path, self.layer, lambda p=path, e=entry: self.w.meta(p, e, self.layer))
