@@ -419,6 +419,10 @@ class Union:
                 base = "" if p == _ROOT else p + "/"
                 stack.extend(base + k for k in sorted(kids, reverse=True))
 
+    def shows(self, node: Node) -> bool:
+        """True when ``node`` is the version the view shows at its path."""
+        return self._view.get(node.path) is node
+
     def __len__(self) -> int:
         return len(self._view)
 

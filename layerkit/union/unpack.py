@@ -248,7 +248,7 @@ def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | N
         elif t is EntryType.FILE:
             plan.setdefault(node.layer, {})[node.seq] = (node.path, node.entry)
             total += node.entry.size
-        elif union._view.get(c.path) is c:  # original visible: written at its own path, link to it
+        elif union.shows(c):  # original visible: written at its own path, link to it
             links.append((node, c.path))
         elif id(c) in first_link:
             links.append((node, first_link[id(c)]))
