@@ -18,9 +18,9 @@ from typing import Any, BinaryIO, cast
 from .errors import ImageNotFoundError, InvalidReferenceError, SourceError
 from .image import Image, ImageSink
 from .reference import DockerReference, TransportReference, parse_reference
-from .spec import Descriptor, Platform
+from .spec import Descriptor, Index, Platform, parse_manifest_or_index
 
-__all__ = ["open_image", "open_sink", "resolved_from"]
+__all__ = ["open_image", "open_index", "open_sink", "resolved_from"]
 
 FORMATS = ("oci", "docker")
 
@@ -154,6 +154,46 @@ def open_image(
     if not resolved_from(image):
         image.resolved_from = tref.transport  # type: ignore[attr-defined]
     return image
+
+
+def _layout_index(layout: Any, name: str) -> tuple[Index | None, list[Image]]:
+    desc = layout.resolve(name)
+    doc = parse_manifest_or_index(layout.read_blob(desc, what="manifest"), desc.media_type)
+    if isinstance(doc, Index):
+        return doc, [layout.image(str(d.digest)) for d in doc.manifests]
+    return None, [layout.image(name)]
+
+
+def open_index(
+    ref: str,
+    *,
+    insecure: bool = False,
+    home: str | os.PathLike[str] | None = None,
+    credentials: Any = None,
+) -> tuple[Index | None, list[Image]]:
+    """Everything ``ref`` names, for multi-platform copies: its index and every image in it, or
+    ``(None, [image])`` for a single-platform image. Registries, ``oci:`` layouts and the store (a
+    bare name: the store, then the registry; an Engine holds one platform per name)."""
+    tref = parse_reference(ref)
+    if tref.transport == "oci":
+        from .sources import oci
+
+        return _layout_index(oci.open_layout(tref.path), tref.name)
+    if tref.transport in ("store", "") and tref.docker is not None:
+        try:
+            return _layout_index(_store(home), tref.docker.familiar)
+        except ImageNotFoundError:
+            if tref.transport == "store":
+                raise
+    if tref.transport in ("docker", "") and tref.docker is not None:
+        from .sources import registry
+
+        found = registry.open_index(tref.docker, insecure=insecure, credentials=credentials)
+        return found.index, list(found.images)
+    raise InvalidReferenceError(
+        f"reading every platform of {ref}: only registries, oci: layouts and the store hold "
+        "multi-platform images; copy one platform with --platform instead"
+    )
 
 
 # --- sinks ----------------------------------------------------------------------------------------

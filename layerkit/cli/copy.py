@@ -49,18 +49,25 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 def _run_copy(src: str, dst: str, *, platform: str | None, insecure: bool, fmt: str | None,
-              compression: str | None, as_json: bool, bare_src: bool) -> None:
-    from ..ops.copy import copy_image
-    from ..transport import open_image, open_sink, resolved_from
+              compression: str | None, as_json: bool, bare_src: bool, all_platforms: bool = False) -> None:
+    from ..ops.copy import copy_image, copy_index
+    from ..transport import open_image, open_index, open_sink, resolved_from
 
-    image = open_image(src, platform=platform, insecure=insecure)
-    origin = resolved_from(image)
-    if bare_src and not as_json:
-        click.echo(f"{src}: found in {origin}", err=True)
+    index, images, origin = None, list[Any](), ""
+    if all_platforms:
+        index, images = open_index(src, insecure=insecure)
+    if index is None:
+        images = [open_image(src, platform=platform, insecure=insecure)]
+        origin = resolved_from(images[0])
+        if bare_src and not as_json:
+            click.echo(f"{src}: found in {origin}", err=True)
     sink = open_sink(dst, insecure=insecure)
     try:
         with _progress_bar(is_tty() and not as_json) as progress:
-            desc = copy_image(image, sink, format=fmt, compression=compression, progress=progress)
+            if index is not None:
+                desc = copy_index(index, images, sink, format=fmt, compression=compression, progress=progress)
+            else:
+                desc = copy_image(images[0], sink, format=fmt, compression=compression, progress=progress)
     except BaseException:
         abort = getattr(sink, "abort", None)
         (abort or sink.close)()
@@ -93,14 +100,18 @@ def _is_bare(ref: str) -> bool:
 @click.option("--compression", type=_COMPRESSIONS, default=None,
               help="Recompress layers (default: keep; uncompressed layers get gzip except in archives and the Engine).")
 @platform_option
+@click.option("--all-platforms", is_flag=True,
+              help="Copy every platform of a multi-platform image (registries, oci: layouts, the store).")
 @insecure_option
 @json_option
-def copy(src: str, dst: str, fmt: str | None, compression: str | None, platform: str | None, insecure: bool,
-         as_json: bool) -> None:
+def copy(src: str, dst: str, fmt: str | None, compression: str | None, platform: str | None, all_platforms: bool,
+         insecure: bool, as_json: bool) -> None:
     """Copy an image from SRC to DST (oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME,
     docker://REF, store:NAME, or a bare name: local store for DST; store → Docker Engine → registry for SRC)."""
+    if all_platforms and platform:
+        raise click.UsageError("--all-platforms and --platform exclude each other")
     _run_copy(src, dst, platform=platform, insecure=insecure, fmt=fmt, compression=compression, as_json=as_json,
-              bare_src=_is_bare(src))
+              bare_src=_is_bare(src), all_platforms=all_platforms)
 
 
 def _store_name(ref: str) -> str:

@@ -12,18 +12,28 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import BinaryIO, Self, cast
 
 from .. import mediatypes as mt
 from ..digest import CHUNK, Hasher, VerifyingReader
-from ..errors import InvalidReferenceError, TarFormatError, UnsupportedMediaTypeError
+from ..errors import (
+    InvalidReferenceError,
+    ManifestError,
+    TarFormatError,
+    UnsupportedMediaTypeError,
+)
 from ..image import Image, ImageSink, Layer
 from ..mediatypes import Compression
-from ..spec import Descriptor, Manifest
+from ..spec import Descriptor, Index, Manifest
 
-__all__ = ["FORMATS", "ProgressFn", "copy_image"]
+__all__ = [
+    "FORMATS",
+    "ProgressFn",
+    "copy_image",
+    "copy_index",
+]
 
 FORMATS = ("oci", "docker")
 
@@ -137,25 +147,17 @@ def _target_compression(layer: Layer, compression: Compression | None, sink: Ima
     return want
 
 
-def copy_image(
-    image: Image,
-    sink: ImageSink,
-    *,
-    format: str | None = None,
-    compression: Compression | str | None = None,
-    progress: ProgressFn | None = None,
-) -> Descriptor:
-    """Copy ``image`` into ``sink`` and return the descriptor of the manifest written.
-
-    ``format``: ``"oci"``, ``"docker"`` or ``None`` to keep the source's (or the sink's
-    ``default_format``). ``compression``: recompress every layer that differs (``None`` keeps each
-    layer's, except that uncompressed layers get gzip for sinks that store compressed layers). The sink
-    is not closed: the caller commits it.
-    """
+def _check_format(format: str | None, sink: ImageSink) -> str | None:
     format = format or getattr(sink, "default_format", None)
     if format is not None and format not in FORMATS:
         raise InvalidReferenceError(f"unknown image format {format!r}: expected one of {', '.join(FORMATS)}")
-    target_comp = Compression(compression) if compression is not None else None
+    return format
+
+
+def _copy_blobs(image: Image, sink: ImageSink, format: str | None, compression: Compression | None,
+                progress: ProgressFn | None) -> Image:
+    """Put every blob of ``image`` into ``sink`` (recompressing as asked) and return the image as the
+    sink will hold it: the same manifest when nothing changed, else a converted one."""
     source_docker = image.manifest.is_docker
     docker = source_docker if format is None else format == "docker"
 
@@ -173,7 +175,7 @@ def copy_image(
             descs.append(desc)
             continue
         layer = next(layers)
-        want = _target_compression(layer, target_comp, sink)
+        want = _target_compression(layer, compression, sink)
         if want is layer.compression:
             _copy_blob(image, desc, sink, f"layer {layer.index}", progress)
             descs.append(desc)
@@ -185,7 +187,73 @@ def copy_image(
     if recompressed:
         manifest = Manifest(manifest.media_type, manifest.config, tuple(descs), manifest.annotations, manifest.subject)
     manifest = manifest.convert(docker)
-    out = Image(manifest, image.source, reference=image.reference, config=image.config)
-    sink.put_image(out)
-    return manifest.descriptor()
+    return Image(manifest, image.source, reference=image.reference, config=image.config)
 
+
+def copy_image(
+    image: Image,
+    sink: ImageSink,
+    *,
+    format: str | None = None,
+    compression: Compression | str | None = None,
+    progress: ProgressFn | None = None,
+) -> Descriptor:
+    """Copy ``image`` into ``sink`` and return the descriptor of the manifest written.
+
+    ``format``: ``"oci"``, ``"docker"`` or ``None`` to keep the source's (or the sink's
+    ``default_format``). ``compression``: recompress every layer that differs (``None`` keeps each
+    layer's, except that uncompressed layers get gzip for sinks that store compressed layers). The sink
+    is not closed: the caller commits it.
+    """
+    format = _check_format(format, sink)
+    target = Compression(compression) if compression is not None else None
+    out = _copy_blobs(image, sink, format, target, progress)
+    sink.put_image(out)
+    return out.manifest.descriptor()
+
+
+def copy_index(
+    index: Index,
+    images: Sequence[Image],
+    sink: ImageSink,
+    *,
+    format: str | None = None,
+    compression: Compression | str | None = None,
+    progress: ProgressFn | None = None,
+) -> Descriptor:
+    """Copy every image of a multi-platform ``index`` and then the index itself (the commit point).
+
+    The sink must take untagged children and an index: ``put_child(image)`` (OCI layouts) or
+    ``put_image(image, tag=False)`` (registries), then ``put_index(index)``. The index keeps its
+    bytes when no child changed; otherwise it is rewritten (as a Docker manifest list for
+    ``format="docker"``) with each entry's platform and annotations.
+    """
+    put_index = getattr(sink, "put_index", None)
+    if put_index is None:
+        raise UnsupportedMediaTypeError(
+            f"copying a multi-platform image to {sink.name}: it holds one image per name; "
+            "pick a platform with --platform instead"
+        )
+    format = _check_format(format, sink)
+    target = Compression(compression) if compression is not None else None
+    by_digest = {image.digest: image for image in images}
+    put_child = getattr(sink, "put_child", None)
+    entries: list[Descriptor] = []
+    for entry in index.manifests:
+        image = by_digest.get(entry.digest)
+        if image is None:
+            raise ManifestError(f"copying {index.digest()}: manifest {entry.digest} of the index was not given")
+        out = _copy_blobs(image, sink, format, target, progress)
+        if put_child is not None:
+            put_child(out)
+        else:
+            sink.put_image(out, tag=False)  # type: ignore[call-arg]
+        written = out.manifest.descriptor()
+        entries.append(replace(entry, media_type=written.media_type, digest=written.digest, size=written.size))
+    docker = index.media_type == mt.DOCKER_MANIFEST_LIST if format is None else format == "docker"
+    media_type = mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX
+    result = index
+    if tuple(entries) != index.manifests or media_type != index.media_type:
+        result = Index(media_type, tuple(entries), {} if docker else dict(index.annotations))
+    put_index(result)
+    return Descriptor(result.media_type, result.digest(), len(result.to_bytes()))

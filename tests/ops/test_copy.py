@@ -197,3 +197,52 @@ def test_cli_errors_are_one_line_with_exit_1(tmp_path: Path, layerkit_home: Path
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     with pytest.raises(ImageNotFoundError):
         open_image("store:x:1")  # nothing was tagged by the failures
+
+
+# --- multi-platform ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_platform_layout(tmp_path: Path, alpine_image_oci: Path, alpine_old_image_oci: Path) -> str:
+    """An OCI layout tagged ``multi``: an index of Alpine 3.20 (linux/amd64) and 3.19 (labelled linux/arm64)."""
+    from layerkit.spec import Index, Platform
+    from layerkit.store import OCILayout
+
+    layout = tmp_path / "multi"
+    entries = []
+    for src, platform in ((f"oci:{alpine_image_oci}:3.20", "linux/amd64"),
+                          (f"oci:{alpine_old_image_oci}:3.19", "linux/arm64")):
+        desc = copy(src, f"oci:{layout}:{platform.replace('/', '-')}")
+        entries.append(Descriptor(desc.media_type, desc.digest, desc.size, platform=Platform.parse(platform)))
+    OCILayout(layout).put_manifest(Index(mt.OCI_INDEX, tuple(entries)), "multi")
+    return f"oci:{layout}:multi"
+
+
+def test_all_platforms_copy_through_a_registry_keeps_the_index(
+    tmp_path: Path, registry: str, two_platform_layout: str, alpine_old_image_oci: Path, run_cli: Any
+) -> None:
+    from layerkit.transport import open_index
+
+    index, _ = open_index(two_platform_layout)
+    assert index is not None
+    dst = f"docker://{registry}/copy/multi:both"
+    result = run_cli("copy", "--all-platforms", two_platform_layout, dst, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["digest"] == index.digest()  # children unchanged: same index bytes
+    arm = open_image(dst, platform="linux/arm64")
+    assert arm.config.diff_ids == open_image(f"oci:{alpine_old_image_oci}:3.19").config.diff_ids
+
+    result = run_cli("copy", "--all-platforms", dst, f"oci:{tmp_path / 'back'}:multi")
+    assert result.exit_code == 0, result.output
+    back, images = open_index(f"oci:{tmp_path / 'back'}:multi")
+    assert back is not None and back.digest() == index.digest() and len(images) == 2
+
+    result = run_cli("copy", "--all-platforms", "--format", "docker", dst, f"docker://{registry}/copy/multi:list")
+    assert result.exit_code == 0, result.output
+    as_list, children = open_index(f"docker://{registry}/copy/multi:list")
+    assert as_list is not None and as_list.media_type == mt.DOCKER_MANIFEST_LIST
+    assert [str(d.platform) for d in as_list.manifests] == ["linux/amd64", "linux/arm64"]
+    assert all(child.manifest.media_type == mt.DOCKER_MANIFEST for child in children)
+
+    result = run_cli("copy", "--all-platforms", dst, f"docker-archive:{tmp_path / 'x.tar'}")
+    assert result.exit_code == 1 and "holds one image per name" in result.stderr
