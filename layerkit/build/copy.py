@@ -549,12 +549,6 @@ class CopyPlanner:
         chmod = parse_chmod(req.chmod) if req.chmod else None
         exclude = PatternMatcher.from_patterns(list(req.excludes)) if req.excludes else None
         dest = req.dest
-        dir_dest = dest.endswith("/")
-        # ensureDstPath: the dest itself when it ends in "/", else its parent
-        if dir_dest:
-            self.mkdir_all(dest, req)
-        else:
-            self.mkdir_all(posixpath.dirname(dest.rstrip("/")) or "/", req)
         for name, data in req.inline:
             e = Entry(name, EntryType.FILE, req.inline_mode, size=len(data), mtime_ns=req.mtime_ns)
             self._copy_top(_Planned(e, data=data), name, dest, req, chmod, is_dir=False)
@@ -581,7 +575,12 @@ class CopyPlanner:
     def _copy_top(self, item: _Planned, base: str, dest: str, req: CopyRequest,
                   chmod: Callable[[int, bool], int] | None, *, is_dir: bool,
                   exclude: PatternMatcher | None = None) -> None:
-        """``prepareTargetDir`` + ``copy`` for one resolved source."""
+        """``ensureDstPath`` + ``prepareTargetDir`` + ``copy`` for one resolved source (so a wildcard
+        matching nothing creates nothing, not even the destination)."""
+        if dest.endswith("/"):
+            self.mkdir_all(dest, req)
+        else:
+            self.mkdir_all(posixpath.dirname(dest.rstrip("/")) or "/", req)
         target, exists = self._dresolve(dest.rstrip("/") or "/")
         dest_entry = self._dlstat(target) if exists else None
         if not is_dir and dest_entry is not None and dest_entry.is_dir():
