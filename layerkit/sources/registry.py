@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, cast
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, cast
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import oras.auth.utils as oras_auth_utils
@@ -549,10 +549,12 @@ class _UploadBody:
     A source that ends early, runs long or hashes wrong aborts the request with DigestMismatchError.
     """
 
-    def __init__(self, stream: BinaryIO, descriptor: Descriptor, source: str) -> None:
+    def __init__(self, stream: BinaryIO, descriptor: Descriptor, source: str,
+                 reopen: Callable[[], BinaryIO] | None = None) -> None:
         self._stream = stream
         self._desc = descriptor
         self._source = source
+        self._reopen = reopen
         self._start: int | None = None
         self._started = False
         try:
@@ -565,12 +567,19 @@ class _UploadBody:
         return self._desc.size
 
     def rewind(self) -> bool:
-        """Back to the first byte, if anything was sent; False when the source cannot seek."""
+        """Back to the first byte if anything was sent: seek, else a fresh stream from ``reopen``;
+        False when neither is possible."""
         if not self._started:
             return True
-        if self._start is None:
+        if self._start is not None:
+            self._stream.seek(self._start)
+        elif self._reopen is not None:
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                close()
+            self._stream = self._reopen()
+        else:
             return False
-        self._stream.seek(self._start)
         self._started = False
         return True
 
@@ -882,17 +891,25 @@ class RegistrySink:
                 raise
         return True
 
-    def put_blob(self, descriptor: Descriptor, stream: BinaryIO, *, mount_from: DockerReference | None = None) -> None:
+    def put_blob(
+        self,
+        descriptor: Descriptor,
+        stream: BinaryIO,
+        *,
+        mount_from: DockerReference | None = None,
+        reopen: Callable[[], BinaryIO] | None = None,
+    ) -> None:
         """Upload exactly ``descriptor.size`` bytes of ``stream`` (POST, then one streamed PUT).
 
         With a ``mount_from`` hint (argument or constructor) on the same registry, a cross-repository
         mount is tried first: 201 means done without sending a byte; 202 opens a normal upload. A
-        failed PUT is retried from a new upload session when ``stream`` can seek back."""
+        PUT that breaks off is retried from a new upload session when ``stream`` can seek back or
+        ``reopen`` gives the bytes again (``copy`` passes ``lambda: image.open_blob(desc)``)."""
         client = self._client
         source = mount_from or self.mount_from
         if source is not None and (source.registry != self.ref.registry or source.repository == self.ref.repository):
             source = None
-        body = _UploadBody(stream, descriptor, self.name)
+        body = _UploadBody(stream, descriptor, self.name, reopen)
         what = f"pushing blob {descriptor.digest} to {self.ref.name}"
         with client.map_errors(what, repository=self.ref.repository):
             for attempt in range(1, client.policy.attempts + 1):

@@ -32,6 +32,7 @@ from conftest import free_port, wait_for_port  # tests/conftest.py, importable a
 from layerkit import mediatypes as mt
 from layerkit.digest import Digest, sha256_bytes
 from layerkit.image import Image, ImageSink
+from layerkit.sources.registry import RegistrySink
 from layerkit.spec import Descriptor, Index, Manifest, Platform, canonical_json
 
 # --- images made in memory -------------------------------------------------------------------------
@@ -112,7 +113,10 @@ def push(image: Image, sink: ImageSink, **put_image: Any) -> list[Descriptor]:
     for desc in image.blobs():
         if not sink.has_blob(desc):
             with image.open_blob(desc) as stream:
-                sink.put_blob(desc, stream)
+                if isinstance(sink, RegistrySink):  # lets a broken upload start over from a fresh stream
+                    sink.put_blob(desc, stream, reopen=lambda d=desc: image.open_blob(d))
+                else:
+                    sink.put_blob(desc, stream)
             sent.append(desc)
     sink.put_image(image, **put_image)
     return sent
@@ -209,7 +213,7 @@ class TokenServer:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler(server))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def realm(self) -> str:
@@ -307,8 +311,10 @@ class FaultProxy:
         proxy = self
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler(proxy))
         self._httpd.daemon_threads = True
+        # a stalled handler finds its client gone (or the registry stopped): expected, not news
+        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def inject(self, *faults: Fault) -> None:
         with self._lock:
