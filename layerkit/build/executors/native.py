@@ -1,0 +1,292 @@
+"""The ``native`` executor: Linux namespaces + overlayfs over cached per-layer snapshots (needs root).
+
+One step: the parent's layers are (or become) snapshot dirs (:mod:`.snapshots`); an overlay mounts
+them newest-first under a fresh upper dir in the store's ``tmp`` dir; :mod:`.sandbox` runs argv in
+new mount/PID/IPC/UTS namespaces (plus a network namespace with only ``lo`` for ``--network=none``)
+after ``pivot_root``; the upper dir then becomes the layer (:mod:`.overlay_diff`).
+
+Network: ``none`` → own namespace, loopback only. ``default`` and ``host`` → the host's network
+(what BuildKit's default gives a step: outbound access, e.g. ``apk add``).
+
+Mounts (``RUN --mount``): a context ``bind`` is bound read-only, or — ``rw`` — through an overlay with
+a throwaway upper dir (a file is copied); ``from=`` an image is an overlay of *its* snapshots;
+``cache`` binds the persistent host dir (the builder holds the ``sharing=locked`` lock, see
+:class:`~layerkit.build.executor.Mount`); ``tmpfs`` is a tmpfs; ``secret`` is a copy with the asked
+mode/owner in a private temp dir, bound read-only. Mount points the image lacked are removed from
+the change set and their parent's mtime restored, so mounts never show in the layer.
+
+Cache keys: nothing here reads ``RunRequest.extra`` or any host path into the layer; secrets are
+only ever file *paths* in the request (the builder must hash the secret id, not the content).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ...errors import BuildError
+from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
+from . import sandbox
+from .overlay_diff import MOUNT_OPTIONS, overlay_changes
+from .snapshots import Snapshots
+
+__all__ = ["TAIL_BYTES", "NativeExecutor", "OutputTail", "create_executor", "etc_files"]
+
+#: bytes of the step's output kept for error messages
+TAIL_BYTES = 8192
+_SANDBOX = str(Path(sandbox.__file__).resolve())
+_probe_result: dict[str, str | None] = {}
+
+
+class OutputTail:
+    """Streams output chunks to ``output`` and keeps the last :data:`TAIL_BYTES` for messages."""
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._output(chunk)
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= TAIL_BYTES:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self, extra: str = "") -> str:
+        data = b"".join(self._chunks)[-TAIL_BYTES:]
+        return data.decode("utf-8", "replace") + extra
+
+
+def etc_files(request: RunRequest, into: Path) -> dict[str, str]:
+    """``/etc/hosts``, ``/etc/resolv.conf`` and ``/etc/hostname`` for the step, as temp files."""
+    into.mkdir(parents=True, exist_ok=True)
+    hosts = f"127.0.0.1\tlocalhost {request.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    try:
+        resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        resolv = ""
+    if request.network == "none" or not resolv.strip():
+        resolv = ""  # nothing to resolve without a network; an empty file keeps libc quiet
+    files = {"hosts": hosts, "resolv.conf": resolv, "hostname": request.hostname + "\n"}
+    out: dict[str, str] = {}
+    for name, text in files.items():
+        path = into / name
+        path.write_text(text)
+        path.chmod(0o644)
+        out[name] = str(path)
+    return out
+
+
+def _opt_path(path: str | os.PathLike[str], work: Path) -> str:
+    """A path usable inside overlay mount options (no ``,`` ``:`` ``\\``): a symlink if needed."""
+    text = os.fspath(path)
+    if not any(c in text for c in ",:\\="):
+        return text
+    link = Path(tempfile.mktemp(prefix="l", dir=work))
+    link.symlink_to(text)
+    return str(link)
+
+
+def _overlay_opts(lowers: list[str], upper: Path, workdir: Path, work: Path) -> str:
+    low = ":".join(_opt_path(d, work) for d in lowers)
+    return f"lowerdir={low},upperdir={_opt_path(upper, work)},workdir={_opt_path(workdir, work)},{MOUNT_OPTIONS}"
+
+
+def _copy_owned(src: Path, dst: Path, mode: int, uid: int, gid: int) -> None:
+    shutil.copyfile(src, dst)
+    os.chown(dst, uid, gid)
+    os.chmod(dst, mode)
+
+
+class NativeExecutor:
+    name = "native"
+
+    def unavailable(self) -> str | None:
+        if not sys.platform.startswith("linux"):
+            return "needs Linux (namespaces and overlayfs)"
+        if os.geteuid() != 0:
+            return ("needs root (mount and PID namespaces, overlayfs, device nodes); run as root or use the "
+                    "'rootless' executor (apt-get install bubblewrap)")
+        return _probe()
+
+    # -- one step ------------------------------------------------------------------------------
+    def run(self, request: RunRequest, *, write_layer: WriteLayer, output: Output) -> RunOutcome:
+        store = request.store
+        snaps = Snapshots(store)
+        lowers = [str(p) for p in snaps.lowerdirs(request.image)]
+        work = Path(tempfile.mkdtemp(prefix="run-", dir=store.tmp_dir))
+        try:
+            upper, ovwork, rootfs = work / "upper", work / "work", work / "rootfs"
+            for d in (upper, ovwork, rootfs):
+                d.mkdir()
+            mounts = [self._mount_spec(m, i, snaps, work) for i, m in enumerate(request.mounts)]
+            spec: dict[str, Any] = {
+                "rootfs": str(rootfs),
+                "overlay": _overlay_opts(lowers, upper, ovwork, work),
+                "argv": list(request.argv),
+                "env": list(request.env),
+                "workdir": request.workdir or "/",
+                "uid": request.uid,
+                "gid": request.gid,
+                "groups": list(request.groups),
+                "hostname": request.hostname,
+                "network": "none" if request.network == "none" else "host",
+                "etc": etc_files(request, work / "etc"),
+                "mounts": mounts,
+                "stubs_file": str(work / "stubs.json"),
+            }
+            code, tail = self._execute(spec, work, output, request)
+            if code != 0:
+                return RunOutcome(exit_code=code, output_tail=tail)
+            _remove_stubs(upper, json.loads((work / "stubs.json").read_text()))
+            changes = overlay_changes(upper, lowers)
+            if not len(changes):
+                return RunOutcome(exit_code=0, output_tail=tail)
+            layer = write_layer(changes.write)
+            return RunOutcome(exit_code=0, output_tail=tail, layer=layer)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _mount_spec(self, m: Mount, i: int, snaps: Snapshots, work: Path) -> dict[str, Any]:
+        what = f"RUN --mount=type={m.type},target={m.target}"
+        base: dict[str, Any] = {"target": m.target, "readonly": m.readonly}
+        if m.type == "tmpfs":
+            return {**base, "kind": "tmpfs", "size": m.size, "readonly": False}
+        if m.type == "bind" and m.image is not None:
+            # from= a stage or image: an overlay of its snapshots; writes (rw) go to a throwaway upper
+            mdir = work / f"mount{i}"
+            for sub in ("upper", "work", "mnt"):
+                (mdir / sub).mkdir(parents=True)
+            lowers = [str(p) for p in snaps.lowerdirs(m.image)]
+            return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": m.source,
+                    "options": _overlay_opts(lowers, mdir / "upper", mdir / "work", work)}
+        if m.host_path is None:
+            raise BuildError(f"{what}: the builder passed no host path")
+        src = Path(m.host_path)
+        if m.type == "cache":
+            if not src.exists():
+                src.mkdir(parents=True, mode=0o755)
+                os.chown(src, m.uid, m.gid)
+                os.chmod(src, m.mode if m.mode is not None else 0o755)
+            return {**base, "kind": "bind", "source": str(src), "is_dir": True}
+        if m.type == "secret":
+            sdir = work / "secrets"
+            sdir.mkdir(mode=0o700, exist_ok=True)
+            copy = sdir / f"secret{i}"
+            _copy_owned(src, copy, m.mode if m.mode is not None else 0o400, m.uid, m.gid)
+            return {**base, "kind": "bind", "source": str(copy), "is_dir": False, "readonly": True}
+        if m.type != "bind":
+            raise BuildError(f"{what}: unknown mount type {m.type!r}; use bind, cache, tmpfs or secret")
+        if not src.exists():
+            raise BuildError(f"{what}: source {src} does not exist")
+        if m.readonly:
+            return {**base, "kind": "bind", "source": str(src), "is_dir": src.is_dir()}
+        if src.is_dir():
+            mdir = work / f"mount{i}"
+            for sub in ("upper", "work", "mnt"):
+                (mdir / sub).mkdir(parents=True)
+            return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": "",
+                    "options": _overlay_opts([str(src)], mdir / "upper", mdir / "work", work)}
+        copy = work / f"mount{i}-file"
+        shutil.copy2(src, copy)
+        return {**base, "kind": "bind", "source": str(copy), "is_dir": False}
+
+    def _execute(self, spec: dict[str, Any], work: Path, output: Output, request: RunRequest) -> tuple[int, str]:
+        status_r, status_w = os.pipe()
+        spec["status_fd"] = status_w
+        spec_file = work / "spec.json"
+        spec_file.write_text(json.dumps(spec))
+        tail = OutputTail(output)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", _SANDBOX, str(spec_file)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                pass_fds=(status_w,), close_fds=True,
+            )
+        finally:
+            os.close(status_w)
+        try:
+            assert proc.stdout is not None
+            with proc.stdout:
+                fd = proc.stdout.fileno()
+                while chunk := os.read(fd, 1 << 16):
+                    tail.feed(chunk)
+            code = proc.wait()
+            with os.fdopen(status_r, "rb") as f:
+                status_r = -1
+                status = f.read().decode("utf-8", "replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if status_r >= 0:
+                os.close(status_r)
+        if status.startswith("exec: "):
+            # like a shell's "command not found": the step failed, the user fixes the Dockerfile
+            message = f"\nrunning {request.argv[0]!r}: {status[6:]}\n"
+            output(message.encode())
+            return 127, tail.text(message)
+        if status:
+            raise BuildError(f"running {request.step or 'RUN'}: setting up the sandbox failed: {status.removeprefix('setup: ')}")
+        return code, tail.text()
+
+
+def _remove_stubs(upper: Path, stubs: list[dict[str, Any]]) -> None:
+    """Take the mount points the sandbox had to create out of the upper dir (deepest first, only
+    if still empty) and give their parents back their mtime when the step did not touch them."""
+    restore: dict[str, int] = {}
+    last_after: dict[str, int] = {}
+    for stub in stubs:
+        restore.setdefault(stub["parent"], stub["parent_mtime_before"])
+        last_after[stub["parent"]] = stub["parent_mtime_after"]
+    untouched = set()
+    for parent, after in last_after.items():
+        try:
+            if os.lstat(upper / parent).st_mtime_ns == after:
+                untouched.add(parent)
+        except FileNotFoundError:
+            pass
+    for stub in reversed(stubs):
+        for rel in reversed(stub["created"]):
+            host = upper / rel
+            try:
+                st = os.lstat(host)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(host)
+                except OSError:
+                    pass  # the step put something there: it is part of the layer
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(host)
+    for parent in untouched:
+        os.utime(upper / parent, ns=(restore[parent], restore[parent]), follow_symlinks=False)
+
+
+def _probe() -> str | None:
+    if "native" not in _probe_result:
+        with tempfile.TemporaryDirectory(prefix="layerkit-probe-") as scratch:
+            try:
+                r = subprocess.run([sys.executable, "-I", "-B", _SANDBOX, "--probe", scratch],
+                                   check=False, capture_output=True, text=True, timeout=30)
+                reason = None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip()[-300:])
+            except (OSError, subprocess.SubprocessError) as exc:
+                reason = str(exc)
+        _probe_result["native"] = None if reason is None else (
+            f"cannot create namespaces and an overlay mount here ({reason}); run on a host or a privileged "
+            "container, or use --executor=docker")
+    return _probe_result["native"]
+
+
+def create_executor() -> NativeExecutor:
+    return NativeExecutor()

@@ -1,0 +1,129 @@
+"""An overlayfs upper directory as layer changes (the change set of a step run on overlayfs).
+
+The upper dir *is* the change set, spelled in overlayfs' dialect, which is turned into OCI form:
+
+- a 0/0 character device is a deletion → ``.wh.NAME``;
+- a directory with ``trusted.overlay.opaque=y`` (``user.overlay.opaque=y`` under ``userxattr``)
+  replaced its lower namesake → the directory plus ``.wh..wh..opq``;
+- a copied-up file or directory whose metadata (and, for files, bytes) equal the version the lower
+  dirs show changed nothing (``chown`` to the same owner, a rewrite with identical bytes and mtime)
+  → dropped; an unchanged directory is written only as the parent of something that changed;
+- overlayfs bookkeeping xattrs (``trusted.overlay.*``) never reach the layer; content xattrs such
+  as ``security.capability`` do. Hard links, setuid bits, fifos and devices come through as-is
+  (:class:`~.tree_diff.ChangeSet` resolves link groups).
+
+The executor mounts with ``metacopy=off`` (a chmod must copy the data up, or the upper file would
+be an empty shell) and ``redirect_dir=off`` (a renamed lower directory is copied, never a redirect
+xattr this reader would have to follow).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+
+from ...tarfs.entry import Entry, EntryType
+from ...tarfs.tree import DEFAULT_XATTR_FILTER, walk_tree
+from .snapshots import OPAQUE_XATTR, USER_OPAQUE_XATTR
+from .tree_diff import ChangeSet, _same_meta, entry_at, same_content
+
+__all__ = ["MOUNT_OPTIONS", "LowerView", "is_overlay_whiteout", "overlay_changes"]
+
+#: options every overlay mount of a step uses (see the module docstring)
+MOUNT_OPTIONS = "index=off,metacopy=off,redirect_dir=off"
+
+
+def is_overlay_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(host: str, xattrs: dict[str, bytes] | None = None) -> bool:
+    if xattrs is None:
+        try:
+            names = os.listxattr(host, follow_symlinks=False)
+        except OSError:
+            return False
+        xattrs = {n: os.getxattr(host, n, follow_symlinks=False) for n in names if n in (OPAQUE_XATTR, USER_OPAQUE_XATTR)}
+    return xattrs.get(OPAQUE_XATTR) == b"y" or xattrs.get(USER_OPAQUE_XATTR) == b"y"
+
+
+class LowerView:
+    """What a stack of overlay lower dirs (newest first) shows at a path, without mounting them."""
+
+    def __init__(self, lowerdirs: Sequence[str | os.PathLike[str]]) -> None:
+        self.lowers = [os.fspath(d) for d in lowerdirs]
+
+    def lookup(self, path: str) -> tuple[str, os.stat_result] | None:
+        """``(host_path, lstat)`` of the visible lower version of ``path``, or None."""
+        parts = path.split("/")
+        for low in self.lowers:
+            stop_after = False
+            host = low
+            missing = False
+            for comp in parts[:-1]:
+                host = os.path.join(host, comp)
+                try:
+                    st = os.lstat(host)
+                except FileNotFoundError:
+                    missing = True
+                    break
+                if not stat.S_ISDIR(st.st_mode):
+                    return None  # a whiteout or a non-directory hides everything below in lower layers
+                if _is_opaque(host):
+                    stop_after = True
+            if not missing:
+                host = os.path.join(low, path)
+                try:
+                    st = os.lstat(host)
+                except FileNotFoundError:
+                    pass
+                else:
+                    return None if is_overlay_whiteout(st) else (host, st)
+            if stop_after:
+                return None
+        return None
+
+
+def overlay_changes(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str | os.PathLike[str]]) -> ChangeSet:
+    """The change set held by ``upper_dir`` over ``lowerdirs`` (newest first)."""
+    upper = os.fspath(upper_dir)
+    lower = LowerView(lowerdirs)
+    cs = ChangeSet(upper)
+    for entry, host in walk_tree(upper, xattr_filter=None):
+        path = entry.path
+        if path == ".":
+            continue
+        raw = entry.xattrs
+        entry.xattrs = {k: v for k, v in raw.items() if DEFAULT_XATTR_FILTER(k)}
+        if entry.type is EntryType.CHAR and entry.devmajor == 0 and entry.devminor == 0:
+            cs.whiteout(path)
+            continue
+        if entry.type is EntryType.DIR:
+            if _is_opaque(host, raw):
+                cs.add(entry, host)
+                cs.opaque(path)
+                continue
+            found = lower.lookup(path)
+            if found is not None and stat.S_ISDIR(found[1].st_mode) and _same_meta(entry, entry_at(path, *found)):
+                cs.context(path)
+            else:
+                cs.add(entry, host)
+            continue
+        if entry.type is EntryType.HARDLINK:  # judged like any file; ChangeSet regroups links
+            entry.type, entry.linkname, entry.size = EntryType.FILE, "", os.lstat(host).st_size
+        found = lower.lookup(path)
+        if found is not None and _unchanged_copy_up(entry, host, path, found):
+            continue
+        cs.add(entry, host)
+    return cs
+
+
+def _unchanged_copy_up(entry: Entry, host: str, path: str, found: tuple[str, os.stat_result]) -> bool:
+    low_host, low_st = found
+    if stat.S_IFMT(low_st.st_mode) != stat.S_IFMT(os.lstat(host).st_mode):
+        return False
+    low = entry_at(path, low_host, low_st)
+    if not _same_meta(entry, low):
+        return False
+    return not stat.S_ISREG(low_st.st_mode) or same_content(low_host, host)

@@ -1,0 +1,337 @@
+"""Namespace and mount helpers, and the sandbox process that runs one RUN step (Linux, root).
+
+This module is stdlib-only on purpose: the native executor runs it as a *script* in a fresh
+interpreter (``python -I sandbox.py SPEC``) because ``unshare(2)`` needs a single-threaded process
+and the builder's process has worker threads. Python 3.11 has no ``os.unshare``, so the syscalls go
+through ctypes.
+
+What the script does, from a JSON spec written by the executor:
+
+1. ``unshare(NEWNS|NEWPID|NEWIPC|NEWUTS [|NEWNET])`` and fork; the child is PID 1 of the new PID
+   namespace (when it exits every process of the step dies with it, like BuildKit's runc).
+2. the child makes every mount private, mounts the step's overlay, creates *stubs* for mount points
+   missing from the image (recorded in a JSON file so the executor removes them from the change set
+   and restores the parent's mtime, as BuildKit's stub cleanup does), mounts ``/proc``, a minimal
+   ``/dev``, ``/sys`` read-only, ``/etc/hosts|resolv.conf|hostname`` bind-mounted from temp files,
+   and the ``RUN --mount`` targets — each resolved *inside* the rootfs (symlinks followed as if the
+   rootfs were ``/``), so an image symlink cannot redirect a mount onto the host;
+3. ``pivot_root`` into the rootfs (not just chroot: root in a chroot can walk out), sets the
+   hostname, brings ``lo`` up in a new network namespace, creates the workdir, drops to the
+   requested uid/gid/groups and execs ``argv`` with exactly ``env``.
+
+Infrastructure failures are written to the status fd (close-on-exec, so a successful exec leaves it
+empty) and the script exits 125; otherwise its exit status is the step's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+from typing import Any
+
+__all__ = [
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWUTS",
+    "INFRA_EXIT",
+    "main",
+    "mount",
+    "resolve_in_root",
+    "umount",
+    "unshare",
+]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+SYS_PIVOT_ROOT = 155  # x86_64
+SYS_PIVOT_ROOT_BY_ARCH = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217, "riscv64": 41}
+
+#: exit status of the sandbox script when setting up (not the step) failed
+INFRA_EXIT = 125
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source is not None else None,
+            target.encode(),
+            fstype.encode() if fstype is not None else None,
+            flags,
+            data.encode() if data is not None else None,
+        ),
+        f"mount {fstype or 'bind'} {source} on {target}",
+    )
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def _pivot_root(new_root: str, put_old: str) -> None:
+    nr = SYS_PIVOT_ROOT_BY_ARCH.get(os.uname().machine, SYS_PIVOT_ROOT)
+    _check(_libc.syscall(nr, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def resolve_in_root(root: str, path: str, *, create: str | None = None, created: list[str] | None = None) -> str:
+    """Host path of ``path`` inside ``root``, symlinks resolved as if ``root`` were ``/``.
+
+    ``create`` (``"dir"`` or ``"file"``) makes missing components (directories, then the last one
+    of that kind) and appends each created in-root path to ``created``. Like securejoin: ``..`` and
+    absolute link targets never leave ``root``.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        comp = parts.pop(0)
+        if comp == "..":
+            if done:
+                done.pop()
+            continue
+        host = os.path.join(root, *done, comp)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            if create is None:
+                done.append(comp)
+                continue
+            last = not parts
+            if last and create == "file":
+                os.close(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            else:
+                os.mkdir(host, 0o755)
+            if created is not None:
+                created.append("/".join([*done, comp]))
+            done.append(comp)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, f"too many symlinks resolving {path!r}")
+            target = os.readlink(host)
+            if target.startswith("/"):
+                done = []
+            parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
+            continue
+        done.append(comp)
+    return os.path.join(root, *done)
+
+
+# -- the sandbox child ------------------------------------------------------------------------------
+
+_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+
+
+def _mount_dev(dev: str) -> None:
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")
+    for name, major, minor in _DEVICES:
+        os.mknod(os.path.join(dev, name), stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(os.path.join(dev, name), 0o666)
+    for sub, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
+        os.mkdir(os.path.join(dev, sub), mode)
+    mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+          "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _lo_up() -> None:
+    """``ip link set lo up`` through SIOCSIFFLAGS, so no tool is needed in the image."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
+
+
+def _stub(root: str, target: str, kind: str, stubs: list[dict[str, Any]]) -> str:
+    """Resolve a mount target in the rootfs, creating (and recording) what is missing."""
+    created: list[str] = []
+    parent_times: dict[str, int] = {}
+    # remember the mtime of the deepest existing ancestor before we create anything under it
+    probe = resolve_in_root(root, target)
+    if not os.path.lexists(probe):
+        anc = os.path.dirname(probe)
+        while not os.path.lexists(anc) and anc != root:
+            anc = os.path.dirname(anc)
+        parent_times[os.path.relpath(anc, root)] = os.lstat(anc).st_mtime_ns
+    host = resolve_in_root(root, target, create=kind, created=created)
+    if created:
+        (anc_rel, mtime_before), = parent_times.items()
+        stubs.append({
+            "created": created,
+            "parent": anc_rel,
+            "parent_mtime_before": mtime_before,
+            "parent_mtime_after": os.lstat(os.path.join(root, anc_rel)).st_mtime_ns,
+        })
+    return host
+
+
+def _setup(spec: dict[str, Any]) -> None:
+    root = spec["rootfs"]
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    ov = spec["overlay"]
+    mount("overlay", root, "overlay", 0, ov)
+    stubs: list[dict[str, Any]] = []
+    # kernel filesystems
+    proc = _stub(root, "/proc", "dir", stubs)
+    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    dev = _stub(root, "/dev", "dir", stubs)
+    _mount_dev(dev)
+    sysfs = _stub(root, "/sys", "dir", stubs)
+    try:
+        mount("sysfs", sysfs, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:  # sysfs is refused without a network namespace of our own: bind the host's read-only
+        mount("/sys", sysfs, None, MS_BIND | MS_REC)
+        mount(None, sysfs, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    # /etc/hosts, resolv.conf, hostname: bound from files outside the rootfs, so they never reach the layer
+    for name, src in sorted(spec["etc"].items()):
+        tgt = _stub(root, "/etc/" + name, "file", stubs)
+        mount(src, tgt, None, MS_BIND)
+    # RUN --mount targets, shallow first so nested targets land on their parents' mounts
+    for m in sorted(spec["mounts"], key=lambda m: m["target"].count("/")):
+        kind = "dir" if m["kind"] in ("tmpfs", "overlay") or m.get("is_dir", True) else "file"
+        tgt = _stub(root, m["target"], kind, stubs)
+        if m["kind"] == "tmpfs":
+            opts = "mode=1777" + (f",size={m['size']}" if m.get("size") else "")
+            mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+            continue
+        src = m["source"]
+        if m["kind"] == "overlay":  # rw bind of a directory: writes land in a throwaway upper
+            mount("overlay", m["mountpoint"], "overlay", 0, m["options"])
+            src = os.path.join(m["mountpoint"], m.get("subpath", "").lstrip("/"))
+        mount(src, tgt, None, MS_BIND | MS_REC)
+        if m.get("readonly"):
+            mount(None, tgt, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    with open(spec["stubs_file"], "w") as f:
+        json.dump(stubs, f)
+    # enter the rootfs for good
+    os.chdir(root)
+    _pivot_root(".", ".")
+    umount(".", MNT_DETACH)
+    os.chdir("/")
+    hostname = spec["hostname"].encode()
+    _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
+    if spec["network"] == "none":
+        _lo_up()
+    workdir = resolve_in_root("/", spec["workdir"], create="dir")
+    os.chdir(workdir)
+    os.setgroups(spec["groups"])
+    os.setgid(spec["gid"])
+    os.setuid(spec["uid"])
+    os.umask(0o022)
+
+
+def _child(spec: dict[str, Any], status_fd: int) -> None:
+    phase = "setup"
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _setup(spec)
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in spec["env"])
+        argv = spec["argv"]
+        fcntl.fcntl(status_fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+        phase = "exec"
+        os.execvpe(argv[0], argv, env)
+    except BaseException as exc:  # noqa: BLE001 - report and leave: nothing of the parent interpreter may run on
+        try:
+            os.write(status_fd, f"{phase}: {exc}".encode("utf-8", "replace"))
+        finally:
+            os._exit(INFRA_EXIT)
+
+
+def probe(scratch: str) -> str | None:
+    """Why a sandbox cannot be made here (None when it can): the namespaces and an overlay mount."""
+    try:
+        unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        dirs = [os.path.join(scratch, d) for d in ("lower", "upper", "work", "merged")]
+        for d in dirs:
+            os.mkdir(d)
+        mount("overlay", dirs[3], "overlay", 0,
+              f"lowerdir={dirs[0]},upperdir={dirs[1]},workdir={dirs[2]},index=off,metacopy=off,redirect_dir=off")
+        os.mknod(os.path.join(dirs[3], "probe"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the executor died: take the step down too
+    if argv[1] == "--probe":
+        reason = probe(argv[2])
+        print(reason or "ok")
+        return 0 if reason is None else 1
+    with open(argv[1]) as f:
+        spec = json.load(f)
+    status_fd = int(spec["status_fd"])
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if spec["network"] == "none":
+        flags |= CLONE_NEWNET
+    try:
+        unshare(flags)
+    except OSError as exc:
+        os.write(status_fd, f"setup: {exc}".encode())
+        return INFRA_EXIT
+    pid = os.fork()
+    if pid == 0:
+        _child(spec, status_fd)
+    os.close(status_fd)
+    # forward termination to the step (PID 1 of its namespace takes the whole namespace down)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: os.kill(pid, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            return INFRA_EXIT
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,150 @@
+"""Unpacked layer snapshots for overlayfs, keyed by chain ID under the store's ``snapshots_dir``.
+
+The layout is containerd's overlay snapshotter's: one directory per layer, ``<snapshots_dir>/<chain-id
+hex>/``, holding *only that layer's* entries with its OCI whiteouts turned into overlayfs form — a
+0/0 character device for ``.wh.NAME`` and ``trusted.overlay.opaque=y`` on the directory for
+``.wh..wh..opq``. Stacking the directories of an image newest-first as ``lowerdir=`` gives the merged
+root filesystem with no copying, and a layer shared by many images (same chain ID) is unpacked once.
+
+A snapshot is written into a temp directory beside the final one and renamed into place, so a
+crash or a concurrent builder never leaves a half-written snapshot under a chain ID; the loser of
+a race discards its copy. Snapshots need root (0/0 device nodes, ``trusted.*`` xattrs, chown).
+Extraction goes through :class:`layerkit.union.safefs.SafeRoot` with ``resolve="never"``, so a
+hostile layer cannot write outside its directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ...errors import LayerError
+from ...spec import chain_ids
+from ...tarfs.entry import EntryType
+from ...tarfs.reader import iter_entries
+from ...union.safefs import SafeRoot
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ...image import Image
+    from ...store import LocalStore
+
+__all__ = ["OPAQUE_XATTR", "USER_OPAQUE_XATTR", "Snapshots", "extract_overlay_layer"]
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OPAQUE_XATTR = "user.overlay.opaque"  # what overlayfs mounted with ``userxattr`` (rootless) writes
+
+
+def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str = "") -> None:
+    """Write one layer's entries into the empty ``target_dir`` in overlayfs lower-dir form."""
+    dirs: list[tuple[str, int, int, int, int]] = []  # metadata applied last: children change mtimes
+    with SafeRoot(target_dir, resolve="never") as root:
+
+        def ensure_parents(path: str) -> None:
+            head = path.rpartition("/")[0]
+            if head and root.lstat(head) is None:
+                ensure_parents(head)
+                root.mkdir(head, 0o755)
+
+        for entry, content in iter_entries(tar_stream, layer=layer):
+            path = entry.path
+            if path == ".":
+                dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
+                continue
+            ensure_parents(path)
+            if entry.is_opaque:
+                parent = path.rpartition("/")[0]
+                if parent and root.lstat(parent) is None:
+                    root.mkdir(parent, 0o755)
+                root.setxattr(parent, OPAQUE_XATTR, b"y")
+                continue
+            if entry.is_whiteout:
+                path = entry.whiteout_target
+                _clear(root, path)
+                root.mknod(path, "char", 0, 0, 0)
+                continue
+            old = root.lstat(path)
+            if old is not None and not (entry.type is EntryType.DIR and stat.S_ISDIR(old.st_mode)):
+                root.remove(path)  # a later entry for the same path replaces the earlier one
+            t = entry.type
+            if t is EntryType.DIR:
+                root.mkdir(path, 0o700)
+                dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
+            elif t is EntryType.FILE:
+                assert content is not None
+                root.write_file(path, content, 0o600)
+            elif t is EntryType.HARDLINK:
+                root.link(path, entry.linkname)
+                continue  # the inode's metadata is the target's
+            elif t is EntryType.SYMLINK:
+                root.symlink(path, entry.linkname)
+            elif t is EntryType.CHAR or t is EntryType.BLOCK:
+                root.mknod(path, "char" if t is EntryType.CHAR else "block", entry.mode, entry.devmajor, entry.devminor)
+            elif t is EntryType.FIFO:
+                root.mkfifo(path, entry.mode)
+            for key, value in entry.xattrs.items():
+                root.setxattr(path, key, value)
+            if t is not EntryType.DIR:
+                root.chown(path, entry.uid, entry.gid)
+                root.chmod(path, entry.mode)  # after chown, which clears setuid/setgid
+                root.utimens(path, entry.mtime_ns, entry.mtime_ns)
+        for path, mode, uid, gid, mtime_ns in reversed(dirs):
+            root.chown(path if path != "." else "", uid, gid)
+            root.chmod(path if path != "." else "", mode)
+            root.utimens(path if path != "." else "", mtime_ns, mtime_ns)
+
+
+def _clear(root: SafeRoot, path: str) -> None:
+    if root.lstat(path) is not None:
+        root.remove(path)
+
+
+class Snapshots:
+    """The per-layer overlay lower directories of a store (see the module docstring)."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.root = Path(store.snapshots_dir)
+
+    def path(self, chain_id: str) -> Path:
+        return self.root / chain_id.partition(":")[2]
+
+    def empty_dir(self) -> Path:
+        """An empty, read-only-by-convention lower dir for images without layers (``FROM scratch``)."""
+        path = self.root / "empty"
+        path.mkdir(mode=0o755, exist_ok=True)
+        return path
+
+    def ensure(self, image: Image) -> list[Path]:
+        """Unpack any missing layer of ``image``; its lower dirs, bottom layer first."""
+        ids = chain_ids([layer.diff_id for layer in image.layers])
+        out: list[Path] = []
+        for layer, cid in zip(image.layers, ids):
+            final = self.path(cid)
+            if not final.is_dir():
+                self._unpack(layer, final)
+            out.append(final)
+        return out
+
+    def lowerdirs(self, image: Image) -> list[Path]:
+        """``lowerdir=`` order (newest first); the empty dir for an image without layers."""
+        dirs = list(reversed(self.ensure(image)))
+        return dirs or [self.empty_dir()]
+
+    def _unpack(self, layer: object, final: Path) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-" + final.name[:12] + "-", dir=self.root))
+        try:
+            with layer.open_tar() as tar:  # type: ignore[attr-defined]
+                extract_overlay_layer(tar, str(tmp), layer=str(layer.diff_id))  # type: ignore[attr-defined]
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if not final.is_dir():  # anything but "a concurrent builder won the race"
+                    raise LayerError(f"storing snapshot {final.name}: {exc}") from exc
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
