@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, cast
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import oras.auth.utils as oras_auth_utils
-import oras.provider
+import oras.auth.utils as oras_auth_utils  # type: ignore[import-untyped]
+import oras.provider  # type: ignore[import-untyped]
 import requests
 import urllib3.exceptions
 
@@ -464,7 +464,8 @@ class _Client:
             kind = _is_refused_or_unresolvable(exc)
             hint = "" if self.plain_http else "; if it serves plain HTTP, pass --insecure"
             if kind == "refused":
-                msg = f"cannot reach registry {self.host} ({self.base}): connection refused; is the registry running?{hint}"
+                msg = (f"cannot reach registry {self.host} ({self.base}): connection refused; "
+                       f"is the registry running?{hint}")
             elif kind == "dns":
                 msg = f"cannot reach registry {self.host}: the host name does not resolve; check the reference"
             elif isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
@@ -621,7 +622,8 @@ class _BlobReader:
         self._resp: requests.Response | None = None
         self._failures = 0
         self._closed = False
-        with client.map_errors(self._what, repository=repository, not_found="the registry lacks this blob; push the image again"):
+        with client.map_errors(self._what, repository=repository,
+                               not_found="the registry lacks this blob; push the image again"):
             self._open()
 
     def _open(self) -> None:
@@ -657,7 +659,7 @@ class _BlobReader:
                     if self._resp is None:
                         self._open()
                     assert self._resp is not None
-                    data = self._resp.raw.read(n, decode_content=False)
+                    data: bytes = self._resp.raw.read(n, decode_content=False)
                     if data or self._pos >= self._desc.size:
                         self._pos += len(data)
                         if data:
@@ -825,7 +827,8 @@ def list_tags(
             try:
                 tags.extend(json.loads(body).get("tags") or [])
             except (ValueError, AttributeError) as exc:
-                raise RegistryError(f"listing tags of {ref.name}: {client.host} sent a malformed answer ({exc})") from None
+                raise RegistryError(
+                    f"listing tags of {ref.name}: {client.host} sent a malformed answer ({exc})") from None
             nxt = r.links.get("next", {}).get("url")
             url = urljoin(url, nxt) if nxt else None
     return tags
@@ -928,9 +931,10 @@ class RegistrySink:
                     if not (exc.status in _RETRY_STATUSES if isinstance(exc, _StatusError) else _is_transient(exc)):
                         raise
                     if not body.rewind():
+                        cause = exc.detail() if isinstance(exc, _StatusError) else _describe(exc)
                         raise RegistryError(
-                            f"{what}: the upload broke off ({exc.detail() if isinstance(exc, _StatusError) else _describe(exc)}) "
-                            "and its source cannot be read again; run the push again (blobs already sent are skipped)"
+                            f"{what}: the upload broke off ({cause}) and its source cannot be read again; "
+                            "run the push again (blobs already sent are skipped)"
                         ) from exc
                     if attempt == client.policy.attempts:
                         raise _Interrupted(exc, attempt) from exc
@@ -940,7 +944,7 @@ class RegistrySink:
         """POST an upload session; the Location to PUT to, or None when a mount already placed the blob."""
         client = self._client
         url = f"{client.base}/v2/{self.ref.repository}/blobs/uploads/"
-        scopes = self._push_scope
+        scopes: tuple[str, ...] = self._push_scope
         if source is not None:
             url += "?" + urlencode({"mount": descriptor.digest, "from": source.repository})
             scopes = (*scopes, _scope(source.repository, "pull"))

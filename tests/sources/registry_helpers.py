@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import socket
-import socketserver
 import struct
 import subprocess
 import tarfile
@@ -36,6 +35,8 @@ from layerkit.sources.registry import RegistrySink
 from layerkit.spec import Descriptor, Index, Manifest, Platform, canonical_json
 
 # --- images made in memory -------------------------------------------------------------------------
+
+AMD64 = Platform("linux", "amd64")
 
 
 class MemorySource:
@@ -71,7 +72,7 @@ def make_image(
     layers: list[dict[str, bytes]] | list[bytes],
     *,
     docker: bool = False,
-    platform: Platform = Platform("linux", "amd64"),
+    platform: Platform = AMD64,
     source: MemorySource | None = None,
     compress: bool = True,
 ) -> Image:
@@ -380,7 +381,8 @@ class FaultProxy:
                     if fault.kind == "slow":
                         time.sleep(fault.delay)
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+                hop_by_hop = ("transfer-encoding", "connection")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
                 has_body = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
                 if has_body and "Content-Length" not in self.headers:
                     body: Any = b"".join(self._body())

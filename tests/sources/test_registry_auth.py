@@ -82,7 +82,8 @@ def test_wrong_password_is_a_quick_one_line_authentication_error(auth_registry: 
 
 
 def test_no_credentials_says_login_is_needed(auth_registry: Any) -> None:
-    with pytest.raises(AuthenticationError, match=rf"requires authentication .*run `docker login {auth_registry.host}`"):
+    login = f"run `docker login {auth_registry.host}`"
+    with pytest.raises(AuthenticationError, match=rf"requires authentication .*{login}"):
         open_image(repo(auth_registry.host))
 
 
