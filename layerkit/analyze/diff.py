@@ -241,7 +241,8 @@ class DiffResult:
     b: Side
     types: tuple[str, ...]
     shared_layers: list[dict[str, Any]] = field(default_factory=list)
-    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    files: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"added": [], "removed": [], "changed": []})
     sizes: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
@@ -314,6 +315,8 @@ def _diff_files(result: DiffResult, va: dict[str, Node | str], vb: dict[str, Nod
         ex, ey = x.entry, y.entry
         if _size(x) != _size(y):
             what.append("size")
+            if x.content is not None and y.content is not None:
+                what.append("content")  # different sizes: different bytes, no hashing needed
         if ex.mode != ey.mode:
             what.append("mode")
         if (ex.uid, ex.gid) != (ey.uid, ey.gid):
