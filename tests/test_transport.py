@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from layerkit.errors import ImageNotFoundError, InvalidReferenceError
+from layerkit.errors import ImageNotFoundError, InvalidReferenceError, ManifestError
 from layerkit.ops.copy import copy_image
 from layerkit.sources.archive import ArchiveSink
 from layerkit.sources.daemon import DaemonSink
@@ -66,6 +66,8 @@ def test_every_transport_reads(tmp_path: Path, layerkit_home: Path, alpine_image
         copy_image(oci, sink)
     assert open_image(f"docker-archive:{tmp_path / 'a.tar'}").digest == oci.digest
     assert open_image(f"docker-archive:{tmp_path / 'a.tar'}:@0").digest == oci.digest
+    with pytest.raises(ManifestError, match="is a linux/amd64 image, not linux/arm64"):
+        open_image(f"docker-archive:{tmp_path / 'a.tar'}", platform="linux/arm64")
 
     sink = open_sink(f"{registry}/transport/alpine:3.20")  # host-qualified bare name: still the store
     assert isinstance(sink, OCILayoutSink)

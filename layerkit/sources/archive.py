@@ -371,8 +371,8 @@ def select(source: ArchiveSource, name: str = "", index: int | None = None) -> A
 def image_from_entry(source: ArchiveSource, entry: ArchiveEntry, reference: str,
                      platform: Platform | None = None) -> Image:
     if platform is not None and entry.config.architecture and not entry.config.platform.matches(platform):
-        raise ImageNotFoundError(
-            f"reading {reference}: the image is {entry.config.platform}, not {platform}"
+        raise ManifestError(
+            f"{reference} is a {entry.config.platform} image, not {platform}; drop --platform or pick another image"
         )
     return Image(entry.manifest, source, reference=reference, config=entry.config)
 
