@@ -278,8 +278,13 @@ class _Builder:
     def created(self) -> str:
         return format_time(self.now_ns())
 
-    def history(self, created_by: str, empty: bool) -> History:
-        return History(created=self.created(), created_by=created_by, comment=COMMENT, empty_layer=empty)
+    def history(self, created_by: str, empty: bool, created: str | None = None) -> History:
+        """A history entry; metadata steps get their time at commit (see ``BuildState.fill_created``)."""
+        if self.epoch is not None:
+            created = self.created()
+        elif created is None:
+            created = "" if empty else self.created()
+        return History(created=created, created_by=created_by, comment=COMMENT, empty_layer=empty)
 
     def expand(self, st: _Stage, word: str, instr: ins.Instruction) -> str:
         return ins.expand(word, st.env_map(), escape_token=self.df.escape_token, file=self.file, line=instr.line)
@@ -435,7 +440,7 @@ class _Builder:
         if ref is not None:
             parent = self.stages[ref]
             state = BuildState(self.store, parent.state.config.evolve(), list(parent.state.layers),
-                               dict(parent.state.origins))
+                               dict(parent.state.origins), parent.state.base_history)
             platform = parent.platform
         elif base.lower() == "scratch":
             state = BuildState(self.store, scratch_config(platform))
@@ -640,14 +645,15 @@ class _Builder:
             st.state.add_history(self.history(created_by, True))
         else:
             assert record.diff_id is not None
-            st.state.add_layer(record.layer, record.diff_id, self.history(created_by, False))
+            st.state.add_layer(record.layer, record.diff_id,
+                               self.history(created_by, False, record.created or None))
         return True
 
     def _new_layer(self, st: _Stage, key: str, created_by: str, fill: Callable[[Any], Any]) -> None:
         result = self.layer_factory(fill)
-        record = CacheRecord(_descriptor(result), result.diff_id)
-        self.cache.put(key, record)
-        st.state.add_layer_result(result, self.history(created_by, False))
+        history = self.history(created_by, False)
+        self.cache.put(key, CacheRecord(_descriptor(result), result.diff_id, history.created))
+        st.state.add_layer_result(result, history)
 
     def _do_workdir(self, st: _Stage, instr: ins.Workdir) -> bool:
         path = self.expand(st, instr.path, instr)
@@ -863,8 +869,9 @@ class _Builder:
             self.cache.put(key, CacheRecord(None, None))
             st.state.add_history(self.history(created_by, True))
         else:
-            self.cache.put(key, CacheRecord(_descriptor(outcome.layer), outcome.layer.diff_id))
-            st.state.add_layer_result(outcome.layer, self.history(created_by, False))
+            history = self.history(created_by, False)
+            self.cache.put(key, CacheRecord(_descriptor(outcome.layer), outcome.layer.diff_id, history.created))
+            st.state.add_layer_result(outcome.layer, history)
         return False
 
     def _run_argv(self, st: _Stage, instr: ins.Run) -> list[str]:
@@ -1055,9 +1062,7 @@ def build(
     finally:
         b.context.close()
     final = b.stages[b.needed[-1]]
-    created = format_time(source_date_epoch * 1_000_000_000) if source_date_epoch is not None else (
-        final.state.config.history[-1].created if final.state.config.history and
-        final.state.config.history[-1].comment == COMMENT else b.created())
+    created = final.state.fill_created(b.created())
     image = final.state.commit(created)
     from .outputs import export
 

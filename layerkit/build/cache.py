@@ -38,17 +38,20 @@ class CacheRecord:
 
     layer: Descriptor | None
     diff_id: Digest | None
+    #: when the layer was made: a cached step keeps it, so an unchanged rebuild is the same image
+    created: str = ""
 
     def to_json(self) -> dict[str, Any]:
         if self.layer is None:
-            return {"layer": None}
-        return {"layer": self.layer.to_json(), "diff_id": str(self.diff_id)}
+            return {"layer": None, "created": self.created}
+        return {"layer": self.layer.to_json(), "diff_id": str(self.diff_id), "created": self.created}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "CacheRecord":
+        created = str(doc.get("created") or "")
         if doc.get("layer") is None:
-            return cls(None, None)
-        return cls(Descriptor.from_json(doc["layer"], "cache record"), Digest(doc["diff_id"]))
+            return cls(None, None, created)
+        return cls(Descriptor.from_json(doc["layer"], "cache record"), Digest(doc["diff_id"]), created)
 
 
 class StepCache:

@@ -10,7 +10,7 @@ from the store when it is there and from the base otherwise; ``commit`` copies t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -99,6 +99,8 @@ class BuildState:
     layers: list[Descriptor] = field(default_factory=list)
     #: where base layers not (yet) in the store are read from
     origins: dict[Digest, Image] = field(default_factory=dict)
+    #: history entries inherited from the base; later ones are this build's
+    base_history: int = 0
     _image: Image | None = None
 
     @classmethod
@@ -108,7 +110,8 @@ class BuildState:
             for layer in image.layers
         ]
         # fields a base carries that BuildKit does not copy (container, container_config, docker_version…)
-        return cls(store, image.config.evolve(extra={}), layers, {layer.digest: image for layer in image.layers})
+        return cls(store, image.config.evolve(extra={}), layers, {layer.digest: image for layer in image.layers},
+                   len(image.config.history))
 
     # -- reading -------------------------------------------------------------------------------------
     def chain_id(self) -> str:
@@ -157,6 +160,24 @@ class BuildState:
         self.add_layer(Descriptor(result.media_type, result.digest, result.size), result.diff_id, history)
 
     # -- committing ----------------------------------------------------------------------------------
+    def fill_created(self, fallback: str) -> str:
+        """BuildKit's rule for ``created``: a metadata step gets the time of the layer before it
+        (or, before the first new layer, of the first new layer); the image gets the last one. So
+        a rebuild served from the cache, whose layers keep their times, is the same image."""
+        history = list(self.config.history)
+        new = range(self.base_history, len(history))
+        layer_times = [i for i in new if not history[i].empty_layer and history[i].created]
+        for i in new:
+            if history[i].created:
+                continue
+            before = [j for j in layer_times if j < i]
+            after = [j for j in layer_times if j > i]
+            pick = before[-1] if before else (after[0] if after else None)
+            history[i] = replace(history[i], created=history[pick].created if pick is not None else fallback)
+        self.config = self.config.evolve(history=tuple(history))
+        self._changed()
+        return history[-1].created if len(history) > self.base_history else fallback
+
     def commit(self, created: str) -> Image:
         """Store every blob (base layers copied in, verified), the config and the manifest; return
         the stored image (untagged: outputs and ``-t`` tag it)."""

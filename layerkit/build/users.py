@@ -93,7 +93,9 @@ def resolve_chown(spec: str, read: ReadFile) -> tuple[int, int]:
 def resolve_user(spec: str, read: ReadFile) -> ResolvedUser:
     """``USER`` text (``name``, ``uid``, ``name:group``…) to ids for a RUN step, like runc's
     ``GetExecUser``: a numeric uid missing from passwd runs with gid 0."""
-    user, _, group = (spec or "root").partition(":")
+    if not spec:
+        return ResolvedUser(0, 0)  # no USER: root, no lookup (FROM scratch has no passwd)
+    user, _, group = spec.partition(":")
     passwd = parse_passwd(read("/etc/passwd"))
     name = ""
     if _is_id(user):
