@@ -5,8 +5,11 @@ No store and no network here; the unioner, builder and inspector stand on this p
 
 from __future__ import annotations
 
+from .compression import DEFAULT_LEVEL, open_compressor, open_decompressed
 from .entry import Entry, EntryType
 from .paths import clean_member, join_link
+from .reader import DEFAULT_LIMITS, Limits, iter_entries, iter_layer
+from .tree import entry_from_stat, read_xattrs, walk_tree, write_tree
 from .whiteout import (
     OPAQUE_WHITEOUT,
     WHITEOUT_META_PREFIX,
@@ -17,8 +20,24 @@ from .whiteout import (
     whiteout_path,
     whiteout_target,
 )
+from .writer import LayerResult, LayerWriter, layer_order_key, sorted_entries
 
 __all__ = [
+    "DEFAULT_LEVEL",
+    "DEFAULT_LIMITS",
+    "LayerResult",
+    "LayerWriter",
+    "Limits",
+    "entry_from_stat",
+    "iter_entries",
+    "iter_layer",
+    "layer_order_key",
+    "open_compressor",
+    "open_decompressed",
+    "read_xattrs",
+    "sorted_entries",
+    "walk_tree",
+    "write_tree",
     "Entry",
     "EntryType",
     "clean_member",
