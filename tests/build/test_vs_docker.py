@@ -1,0 +1,130 @@
+"""layerkit against ``docker build`` (Engine 20.10, BuildKit and the classic builder) on the
+Dockerfiles under ``testdata/build/vs-docker``: same layers (count and, per layer, every entry's
+path, type, mode, owner, size, content and link target), same config; and layerkit's image loads
+into Docker and runs.
+
+Both sides start from the same Alpine image: the ``alpine_image_oci`` fixture for layerkit, loaded
+into the daemon as ``alpine-fixture:3.20`` (with skopeo) for Docker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layerkit.build.builder import build
+from layerkit.tarfs.reader import iter_entries
+from layerkit.transport import open_image
+
+pytestmark = pytest.mark.docker
+
+CASES = Path(__file__).resolve().parents[2] / "testdata" / "build" / "vs-docker"
+CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes",
+                 "StopSignal", "Healthcheck", "Shell", "OnBuild")
+
+
+@pytest.fixture(scope="module")
+def docker_base(docker_cli: str, alpine_image_oci: Path) -> str:
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{alpine_image_oci}:3.20",
+                    "docker-daemon:alpine-fixture:3.20"], check=True, capture_output=True)
+    return "alpine-fixture:3.20"
+
+
+def _context(case: str, tmp: Path) -> Path:
+    """A copy of the case (so no build leaves anything behind in the repo)."""
+    dest = tmp / case
+    shutil.copytree(CASES / case, dest, symlinks=True)
+    return dest
+
+
+def docker_build(docker_cli: str, ctx: Path, tag: str, *, buildkit: bool, tmp: Path) -> Any:
+    env = {**os.environ, "DOCKER_BUILDKIT": "1" if buildkit else "0"}
+    subprocess.run([docker_cli, "build", "-q", "-t", tag, str(ctx)], check=True, env=env, capture_output=True)
+    archive = tmp / f"{tag.replace(':', '_').replace('/', '_')}.tar"
+    subprocess.run([docker_cli, "save", "-o", str(archive), tag], check=True, capture_output=True)
+    return open_image(f"docker-archive:{archive}")
+
+
+def entries(layer: Any) -> dict[str, tuple[Any, ...]]:
+    out = {}
+    with layer.open_tar() as tar:
+        for e, content in iter_entries(tar):
+            digest = hashlib.sha256(content.read()).hexdigest()[:16] if content is not None else ""
+            out[e.path] = (e.type.value, oct(e.mode), e.uid, e.gid, e.size, digest, e.linkname)
+    return out
+
+
+def config_fields(image: Any) -> dict[str, Any]:
+    cfg = dict(image.config.config)
+    return {k: cfg.get(k) or None for k in CONFIG_FIELDS}
+
+
+def assert_same_image(ours: Any, theirs: Any, *, skip_layers: frozenset[int] = frozenset()) -> None:
+    assert len(ours.layers) == len(theirs.layers), [h.created_by for h in theirs.config.history]
+    for i, (a, b) in enumerate(zip(ours.layers, theirs.layers)):
+        if i in skip_layers:
+            continue
+        assert entries(a) == entries(b), f"layer {i}: {theirs.config.history}"
+    assert config_fields(ours) == config_fields(theirs)
+    assert ours.config.author == theirs.config.author
+
+
+@pytest.mark.parametrize("case", ["metadata", "copy", "chmod"])
+def test_same_as_buildkit(case: str, docker_cli: str, docker_base: str, alpine_image_oci: Path, tmp_path: Path,
+                          layerkit_home: Path) -> None:
+    ctx = _context(case, tmp_path)
+    theirs = docker_build(docker_cli, ctx, f"layerkit-vs-bk-{case}:1", buildkit=True, tmp=tmp_path)
+    ours = build(ctx, build_args={"BASE": f"oci:{alpine_image_oci}:3.20"}).image
+    assert_same_image(ours, theirs)
+    created_by = [h.created_by for h in ours.config.history]
+    assert created_by == [h.created_by for h in theirs.config.history]
+
+
+@pytest.mark.parametrize("case", ["metadata", "copy"])
+def test_same_files_and_config_as_the_classic_builder(case: str, docker_cli: str, docker_base: str,
+                                                      alpine_image_oci: Path, tmp_path: Path,
+                                                      layerkit_home: Path) -> None:
+    """The classic builder differs from BuildKit in layering (WORKDIR makes no layer of its own and
+    its directory shows up in the next layer), so compare what both agree on: every layer that
+    classic and layerkit both attribute to the same COPY/ADD instruction, the merged tree, the config."""
+    ctx = _context(case, tmp_path)
+    theirs = docker_build(docker_cli, ctx, f"layerkit-vs-classic-{case}:1", buildkit=False, tmp=tmp_path)
+    ours = build(ctx, build_args={"BASE": f"oci:{alpine_image_oci}:3.20"}).image
+    assert config_fields(ours) == config_fields(theirs)
+
+    def copy_layers(image: Any) -> dict[str, dict[str, tuple[Any, ...]]]:
+        out, i = {}, 0
+        for h in image.config.history:
+            if h.empty_layer:
+                continue
+            text = h.created_by
+            if " COPY " in f" {text}" or " ADD " in f" {text}":
+                key = text.replace("/bin/sh -c #(nop) ", "").replace(" # buildkit", "").split(" in ")[0]
+                out[key.split(" ")[0] + str(i)] = {p: v[:5] for p, v in entries(image.layers[i]).items()
+                                                   if not v[0] == "dir"}
+            i += 1
+        return out
+
+    ours_copies = {k: v for k, v in copy_layers(ours).items()}
+    theirs_copies = copy_layers(theirs)
+    # same regular files, links and owners, COPY by COPY (classic names the source by hash)
+    assert sorted(map(sorted, ours_copies.values())) == sorted(map(sorted, theirs_copies.values()))
+
+
+def test_layerkit_image_loads_and_runs_in_docker(docker_cli: str, docker_base: str, alpine_image_oci: Path,
+                                                 tmp_path: Path, layerkit_home: Path) -> None:
+    ctx = _context("copy", tmp_path)
+    archive = tmp_path / "ours.tar"
+    build(ctx, build_args={"BASE": f"oci:{alpine_image_oci}:3.20"},
+          outputs=[f"type=docker,dest={archive},name=layerkit-built:copy"])
+    subprocess.run([docker_cli, "load", "-i", str(archive)], check=True, capture_output=True)
+    run = subprocess.run([docker_cli, "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh",
+                          "layerkit-built:copy", "-c", "cat /work/a.txt /unpacked/inner/f.txt && b.sh && "
+                          "stat -c '%U %G' /own/a.txt"], check=True, capture_output=True, text=True)
+    assert run.stdout.split("\n") == ["hello", "inside", "hi", "nobody nogroup", ""]
