@@ -45,7 +45,7 @@ from ..errors import (
     RegistryError,
 )
 from ..image import Image
-from ..reference import DockerReference
+from ..reference import DEFAULT_REGISTRY, DOCKER_HUB_API_HOST, DockerReference
 from ..spec import Descriptor, Index, Manifest, Platform, parse_manifest_or_index
 
 __all__ = [
@@ -198,8 +198,8 @@ def _read_docker_config() -> dict[str, Any]:
 
 def _config_keys(registry: str) -> list[str]:
     """Keys ``docker login`` may have stored credentials for this registry under, best first."""
-    if registry == "docker.io":
-        return ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"]
+    if registry == DEFAULT_REGISTRY:
+        return ["https://index.docker.io/v1/", "index.docker.io", DEFAULT_REGISTRY, DOCKER_HUB_API_HOST]
     keys = [registry, f"https://{registry}", f"http://{registry}"]
     if registry.startswith("localhost"):
         keys.append(registry.replace("localhost", "127.0.0.1", 1))
@@ -248,7 +248,7 @@ class _Client:
         policy: RetryPolicy | None = None,
     ) -> None:
         self.registry = registry  # as in references (docker.io)
-        self.host = "registry-1.docker.io" if registry == "docker.io" else registry
+        self.host = DOCKER_HUB_API_HOST if registry == DEFAULT_REGISTRY else registry
         self.plain_http = insecure or _is_loopback(self.host)
         self.base = f"{'http' if self.plain_http else 'https'}://{self.host}"
         self.policy = policy or DEFAULT_POLICY
@@ -442,14 +442,14 @@ class _Client:
     # --- error translation: the one place ---
 
     @contextmanager
-    def map_errors(self, what: str, *, repository: str = "", not_found: str = "") -> Iterator[None]:
+    def map_errors(self, what: str, *, repository: str = "", not_found: str = "", digest: str = "") -> Iterator[None]:
         """Turn HTTP statuses, network and protocol failures into layerkit errors ``what: cause; fix``."""
         try:
             yield
         except LayerkitError:
             raise
         except _StatusError as exc:
-            raise self._status_error(exc, what, repository, not_found) from None
+            raise self._status_error(exc, what, repository, not_found, digest) from None
         except _Interrupted as exc:
             raise RegistryError(
                 f"{what}: the transfer from {self.host} kept failing ({_describe(exc.cause)}) after "
@@ -475,7 +475,8 @@ class _Client:
                 msg = f"talking to registry {self.host} failed ({_describe(exc)}){hint}"
             raise RegistryError(f"{what}: {msg}") from exc
 
-    def _status_error(self, exc: _StatusError, what: str, repository: str, not_found: str) -> LayerkitError:
+    def _status_error(self, exc: _StatusError, what: str, repository: str, not_found: str,
+                      digest: str) -> LayerkitError:
         login = (f"run `docker login {self.registry}` (layerkit reads $DOCKER_CONFIG/config.json, default "
                  "~/.docker/config.json)")
         if exc.status == 401:
@@ -492,7 +493,9 @@ class _Client:
             return AuthenticationError(f"{what}: {self.host} denied access ({exc.detail()}); check your account's "
                                        f"rights on {repository or 'this repository'}")
         if exc.code == "DIGEST_INVALID":
-            return DigestMismatchError("(the digest sent)", f"other bytes ({exc.detail()})", what, self.host)
+            # the registry hashed what arrived and it was not the blob we announced
+            return DigestMismatchError(digest or "(announced digest)", f"something else ({exc.detail()})",
+                                       f"{what}: blob", self.host)
         if exc.status == 404 or exc.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
             return ImageNotFoundError(f"{what}: {not_found or 'not found'} ({exc.detail()})")
         if exc.code in ("MANIFEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "SIZE_INVALID"):
@@ -914,7 +917,7 @@ class RegistrySink:
             source = None
         body = _UploadBody(stream, descriptor, self.name, reopen)
         what = f"pushing blob {descriptor.digest} to {self.ref.name}"
-        with client.map_errors(what, repository=self.ref.repository):
+        with client.map_errors(what, repository=self.ref.repository, digest=descriptor.digest):
             for attempt in range(1, client.policy.attempts + 1):
                 try:
                     location = self._start_upload(descriptor, source)

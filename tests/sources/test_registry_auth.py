@@ -197,3 +197,15 @@ def test_token_registry_credentials_from_docker_config(token_registry: tuple[Reg
 
     assert tokens.requests and all(user == "alice" for user, _ in tokens.requests)
     assert open_image(ref).digest == image.digest
+
+
+def test_docker_hub_credentials_are_found_under_the_legacy_index_key(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerkit.sources.registry import _Client
+
+    write_docker_config(tmp_path / "docker", {"auths": {"https://index.docker.io/v1/": {"auth": basic("u", "p")}}},
+                        monkeypatch)
+    client = _Client("docker.io")
+    assert client.base == "https://registry-1.docker.io"
+    assert client._credentials() == basic("u", "p")
+    assert _Client("other.example")._credentials() is None
