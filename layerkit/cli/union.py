@@ -81,7 +81,10 @@ def ls(ref: str, path: str, long: bool, recursive: bool, as_json: bool, platform
     image = _open(ref, platform, insecure)
     union = _union(image)
     try:
-        top = union.stat(path, follow=True)
+        top = union.stat(path)
+        if top.entry.is_symlink() and not long:  # like ls(1): a link to a directory lists the directory
+            target = union.stat(path, follow=True) if union.exists(path, follow=True) else top
+            top = target if target.is_dir() else top
         if recursive:
             nodes = [n for n in union.walk(top.path) if n.path != top.path]
         elif top.is_dir():
