@@ -43,7 +43,10 @@ class OCILayoutSink:
     """
 
     def __init__(self, path_or_layout: str | os.PathLike[str] | OCILayout, tag: str = "") -> None:
-        self.layout = path_or_layout if isinstance(path_or_layout, OCILayout) else OCILayout(path_or_layout, create=True)
+        if isinstance(path_or_layout, OCILayout):
+            self.layout = path_or_layout
+        else:
+            self.layout = OCILayout(path_or_layout, create=True)
         self.tag = tag
         self.name = self.layout.reference_for(tag) if tag else self.layout.name
         self._held = ExitStack()

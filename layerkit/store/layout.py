@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,7 @@ from ..errors import (
     DigestMismatchError,
     ImageNotFoundError,
     InvalidDigestError,
+    InvalidReferenceError,
     ManifestError,
     StoreError,
 )
@@ -74,6 +76,9 @@ GC_GRACE_SECONDS = 600.0
 MAX_JSON_SIZE = 64 << 20
 
 _STATE = ".layerkit"
+_REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+#: image-spec annotations.md, ``org.opencontainers.image.ref.name``
+_REF_NAME_RE = re.compile(rf"^{_REF_COMPONENT}(?:/{_REF_COMPONENT})*$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -225,7 +230,9 @@ class BlobWriter:
     def digest(self) -> Digest:
         return self._hasher.digest()
 
-    def commit(self, expected: Descriptor | Digest | str | None = None, size: int | None = None) -> tuple[Digest, int]:
+    def commit(
+        self, expected: Descriptor | Digest | str | None = None, size: int | None = None
+    ) -> tuple[Digest, int]:
         """Make the bytes written so far a blob. With ``expected`` (a descriptor, or a digest plus
         ``size``) they must match, else ``DigestMismatchError`` and nothing is stored."""
         if self._closed:
@@ -239,7 +246,9 @@ class BlobWriter:
         actual = self.digest()
         try:
             if want is not None and (want != actual or (want_size is not None and want_size != self.size)):
-                shown = actual if want_size in (None, self.size) else f"{actual} ({self.size} bytes, expected {want_size})"
+                shown = str(actual)
+                if want_size not in (None, self.size):
+                    shown += f" ({self.size} bytes, expected {want_size})"
                 raise DigestMismatchError(want, shown, "blob")
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -301,7 +310,8 @@ class OCILayout:
                 _atomic_write(self._index_file, canonical_json(index), self._state_dir)
             layout_file = self.root / "oci-layout"
             if not layout_file.exists():  # written last: its presence means "a complete layout"
-                _atomic_write(layout_file, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}), self._state_dir)
+                layout_doc = canonical_json({"imageLayoutVersion": LAYOUT_VERSION})
+                _atomic_write(layout_file, layout_doc, self._state_dir)
 
     # --- locking ------------------------------------------------------------------------------------
 
@@ -437,7 +447,12 @@ class OCILayout:
             raise CorruptStoreError(f"reading {self.name}: {exc}") from None
 
     def normalize_name(self, name: str) -> str:
-        """The form a tag is stored under; a plain layout keeps names as given."""
+        """The form a tag is stored under; a plain layout keeps names as given, if the image-spec's
+        ``ref.name`` grammar allows them."""
+        if not _REF_NAME_RE.match(name):
+            raise InvalidReferenceError(
+                f"invalid tag {name!r} for an OCI layout: use letters, digits and . _ - : @ + / between them"
+            )
         return name
 
     def tags(self) -> dict[str, Descriptor]:

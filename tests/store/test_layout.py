@@ -15,7 +15,14 @@ import pytest
 
 from layerkit import mediatypes as mt
 from layerkit.digest import Digest, sha256_bytes
-from layerkit.errors import BlobNotFoundError, DigestMismatchError, ImageNotFoundError, ManifestError, StoreError
+from layerkit.errors import (
+    BlobNotFoundError,
+    DigestMismatchError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+    ManifestError,
+    StoreError,
+)
 from layerkit.spec import ANNOTATION_REF_NAME, Descriptor, Index, Platform
 from layerkit.store import OCILayout
 
@@ -223,6 +230,16 @@ def test_tags_set_move_and_remove(layout: OCILayout, make_image: MakeImage) -> N
         layout.remove_tag("two")
     doc = json.loads((layout.root / "index.json").read_bytes())
     assert doc["manifests"][0]["annotations"][ANNOTATION_REF_NAME] == "one"
+
+
+@pytest.mark.parametrize("bad", ["-lead", "two  spaces", "trail/", "a/../b"])
+def test_tags_follow_the_image_spec_ref_name_grammar(layout: OCILayout, make_image: MakeImage, bad: str) -> None:
+    desc = make_image(layout, {"f": b"x"}, index_entry=False)
+    with pytest.raises(InvalidReferenceError, match="invalid tag"):
+        layout.set_tag(bad, desc)
+    for good in ("3.20", "v1.0-rc.1", "example.com/app:1", "a--b"):
+        layout.set_tag(good, desc)
+    assert len(layout.tags()) == 4
 
 
 def test_a_tag_never_names_an_incomplete_image(layout: OCILayout, make_image: MakeImage) -> None:
