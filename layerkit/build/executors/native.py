@@ -25,7 +25,6 @@ import collections
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -128,26 +127,11 @@ class NativeExecutor:
             upper, ovwork, rootfs = work / "upper", work / "work", work / "rootfs"
             for d in (upper, ovwork, rootfs):
                 d.mkdir()
-            mounts = [self._mount_spec(m, i, snaps, work) for i, m in enumerate(request.mounts)]
-            spec: dict[str, Any] = {
-                "rootfs": str(rootfs),
-                "overlay": _overlay_opts(lowers, upper, ovwork, work),
-                "argv": list(request.argv),
-                "env": list(request.env),
-                "workdir": request.workdir or "/",
-                "uid": request.uid,
-                "gid": request.gid,
-                "groups": list(request.groups),
-                "hostname": request.hostname,
-                "network": "none" if request.network == "none" else "host",
-                "etc": etc_files(request, work / "etc"),
-                "mounts": mounts,
-                "stubs_file": str(work / "stubs.json"),
-            }
-            code, tail = self._execute(spec, work, output, request)
+            spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work), snaps, work)
+            code, tail = run_sandbox(spec, work, output, request)
             if code != 0:
                 return RunOutcome(exit_code=code, output_tail=tail)
-            _remove_stubs(upper, json.loads((work / "stubs.json").read_text()))
+            sandbox.remove_stubs(upper, json.loads((work / "stubs.json").read_text()))
             changes = overlay_changes(upper, lowers)
             if not len(changes):
                 return RunOutcome(exit_code=0, output_tail=tail)
@@ -156,121 +140,110 @@ class NativeExecutor:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _mount_spec(self, m: Mount, i: int, snaps: Snapshots, work: Path) -> dict[str, Any]:
-        what = f"RUN --mount=type={m.type},target={m.target}"
-        base: dict[str, Any] = {"target": m.target, "readonly": m.readonly}
-        if m.type == "tmpfs":
-            return {**base, "kind": "tmpfs", "size": m.size, "readonly": False}
-        if m.type == "bind" and m.image is not None:
-            # from= a stage or image: an overlay of its snapshots; writes (rw) go to a throwaway upper
-            mdir = work / f"mount{i}"
-            for sub in ("upper", "work", "mnt"):
-                (mdir / sub).mkdir(parents=True)
-            lowers = [str(p) for p in snaps.lowerdirs(m.image)]
-            return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": m.source,
-                    "options": _overlay_opts(lowers, mdir / "upper", mdir / "work", work)}
-        if m.host_path is None:
-            raise BuildError(f"{what}: the builder passed no host path")
-        src = Path(m.host_path)
-        if m.type == "cache":
-            if not src.exists():
-                src.mkdir(parents=True, mode=0o755)
-                os.chown(src, m.uid, m.gid)
-                os.chmod(src, m.mode if m.mode is not None else 0o755)
-            return {**base, "kind": "bind", "source": str(src), "is_dir": True}
-        if m.type == "secret":
-            sdir = work / "secrets"
-            sdir.mkdir(mode=0o700, exist_ok=True)
-            copy = sdir / f"secret{i}"
-            _copy_owned(src, copy, m.mode if m.mode is not None else 0o400, m.uid, m.gid)
-            return {**base, "kind": "bind", "source": str(copy), "is_dir": False, "readonly": True}
-        if m.type != "bind":
-            raise BuildError(f"{what}: unknown mount type {m.type!r}; use bind, cache, tmpfs or secret")
+def sandbox_spec(request: RunRequest, rootfs: Path, overlay: str | None, snaps: Snapshots, work: Path) -> dict[str, Any]:
+    """The JSON spec :mod:`.sandbox` runs: ``rootfs`` is the overlay mount point, or (``overlay``
+    None) a plain tree the step runs in directly."""
+    return {
+        "rootfs": str(rootfs),
+        "overlay": overlay,
+        "argv": list(request.argv),
+        "env": list(request.env),
+        "workdir": request.workdir or "/",
+        "uid": request.uid,
+        "gid": request.gid,
+        "groups": list(request.groups),
+        "hostname": request.hostname,
+        "network": "none" if request.network == "none" else "host",
+        "etc": etc_files(request, work / "etc"),
+        "mounts": [_mount_spec(m, i, snaps, work) for i, m in enumerate(request.mounts)],
+        "stubs_file": str(work / "stubs.json"),
+    }
+
+
+def _mount_spec(m: Mount, i: int, snaps: Snapshots, work: Path) -> dict[str, Any]:
+    what = f"RUN --mount=type={m.type},target={m.target}"
+    base: dict[str, Any] = {"target": m.target, "readonly": m.readonly}
+    if m.type == "tmpfs":
+        return {**base, "kind": "tmpfs", "size": m.size, "readonly": False}
+    if m.type == "bind" and m.image is not None:
+        # from= a stage or image: an overlay of its snapshots; writes (rw) go to a throwaway upper
+        mdir = work / f"mount{i}"
+        for sub in ("upper", "work", "mnt"):
+            (mdir / sub).mkdir(parents=True)
+        lowers = [str(p) for p in snaps.lowerdirs(m.image)]
+        return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": m.source,
+                "options": _overlay_opts(lowers, mdir / "upper", mdir / "work", work)}
+    if m.host_path is None:
+        raise BuildError(f"{what}: the builder passed no host path")
+    src = Path(m.host_path)
+    if m.type == "cache":
         if not src.exists():
-            raise BuildError(f"{what}: source {src} does not exist")
-        if m.readonly:
-            return {**base, "kind": "bind", "source": str(src), "is_dir": src.is_dir()}
-        if src.is_dir():
-            mdir = work / f"mount{i}"
-            for sub in ("upper", "work", "mnt"):
-                (mdir / sub).mkdir(parents=True)
-            return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": "",
-                    "options": _overlay_opts([str(src)], mdir / "upper", mdir / "work", work)}
-        copy = work / f"mount{i}-file"
-        shutil.copy2(src, copy)
-        return {**base, "kind": "bind", "source": str(copy), "is_dir": False}
+            src.mkdir(parents=True, mode=0o755)
+            os.chown(src, m.uid, m.gid)
+            os.chmod(src, m.mode if m.mode is not None else 0o755)
+        return {**base, "kind": "bind", "source": str(src), "is_dir": True}
+    if m.type == "secret":
+        sdir = work / "secrets"
+        sdir.mkdir(mode=0o700, exist_ok=True)
+        copy = sdir / f"secret{i}"
+        _copy_owned(src, copy, m.mode if m.mode is not None else 0o400, m.uid, m.gid)
+        return {**base, "kind": "bind", "source": str(copy), "is_dir": False, "readonly": True}
+    if m.type != "bind":
+        raise BuildError(f"{what}: unknown mount type {m.type!r}; use bind, cache, tmpfs or secret")
+    if not src.exists():
+        raise BuildError(f"{what}: source {src} does not exist")
+    if m.readonly:
+        return {**base, "kind": "bind", "source": str(src), "is_dir": src.is_dir()}
+    if src.is_dir():
+        mdir = work / f"mount{i}"
+        for sub in ("upper", "work", "mnt"):
+            (mdir / sub).mkdir(parents=True)
+        return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": "",
+                "options": _overlay_opts([str(src)], mdir / "upper", mdir / "work", work)}
+    copy = work / f"mount{i}-file"
+    shutil.copy2(src, copy)
+    return {**base, "kind": "bind", "source": str(copy), "is_dir": False}
 
-    def _execute(self, spec: dict[str, Any], work: Path, output: Output, request: RunRequest) -> tuple[int, str]:
-        status_r, status_w = os.pipe()
-        spec["status_fd"] = status_w
-        spec_file = work / "spec.json"
-        spec_file.write_text(json.dumps(spec))
-        tail = OutputTail(output)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", _SANDBOX, str(spec_file)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(status_w,), close_fds=True,
-            )
-        finally:
-            os.close(status_w)
-        try:
-            assert proc.stdout is not None
-            with proc.stdout:
-                fd = proc.stdout.fileno()
-                while chunk := os.read(fd, 1 << 16):
-                    tail.feed(chunk)
-            code = proc.wait()
-            with os.fdopen(status_r, "rb") as f:
-                status_r = -1
-                status = f.read().decode("utf-8", "replace")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if status_r >= 0:
-                os.close(status_r)
-        if status.startswith("exec: "):
-            # like a shell's "command not found": the step failed, the user fixes the Dockerfile
-            message = f"\nrunning {request.argv[0]!r}: {status[6:]}\n"
-            output(message.encode())
-            return 127, tail.text(message)
-        if status:
-            raise BuildError(f"running {request.step or 'RUN'}: setting up the sandbox failed: {status.removeprefix('setup: ')}")
-        return code, tail.text()
-
-
-def _remove_stubs(upper: Path, stubs: list[dict[str, Any]]) -> None:
-    """Take the mount points the sandbox had to create out of the upper dir (deepest first, only
-    if still empty) and give their parents back their mtime when the step did not touch them."""
-    restore: dict[str, int] = {}
-    last_after: dict[str, int] = {}
-    for stub in stubs:
-        restore.setdefault(stub["parent"], stub["parent_mtime_before"])
-        last_after[stub["parent"]] = stub["parent_mtime_after"]
-    untouched = set()
-    for parent, after in last_after.items():
-        try:
-            if os.lstat(upper / parent).st_mtime_ns == after:
-                untouched.add(parent)
-        except FileNotFoundError:
-            pass
-    for stub in reversed(stubs):
-        for rel in reversed(stub["created"]):
-            host = upper / rel
-            try:
-                st = os.lstat(host)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                try:
-                    os.rmdir(host)
-                except OSError:
-                    pass  # the step put something there: it is part of the layer
-            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                os.unlink(host)
-    for parent in untouched:
-        os.utime(upper / parent, ns=(restore[parent], restore[parent]), follow_symlinks=False)
+def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRequest) -> tuple[int, str]:
+    """Run :mod:`.sandbox` on ``spec``; ``(exit code, output tail)``. A command that cannot be
+    executed is exit 127 (as a shell reports it); a sandbox that cannot be set up is a BuildError."""
+    status_r, status_w = os.pipe()
+    spec["status_fd"] = status_w
+    spec_file = work / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    tail = OutputTail(output)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", _SANDBOX, str(spec_file)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(status_w,), close_fds=True,
+        )
+    finally:
+        os.close(status_w)
+    try:
+        assert proc.stdout is not None
+        with proc.stdout:
+            fd = proc.stdout.fileno()
+            while chunk := os.read(fd, 1 << 16):
+                tail.feed(chunk)
+        code = proc.wait()
+        with os.fdopen(status_r, "rb") as f:
+            status_r = -1
+            status = f.read().decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if status_r >= 0:
+            os.close(status_r)
+    if status.startswith("exec: "):
+        # like a shell's "command not found": the step failed, the user fixes the Dockerfile
+        message = f"\nrunning {request.argv[0]!r}: {status[6:]}\n"
+        output(message.encode())
+        return 127, tail.text(message)
+    if status:
+        raise BuildError(f"running {request.step or 'RUN'}: setting up the sandbox failed: {status.removeprefix('setup: ')}")
+    return code, tail.text()
 
 
 def _probe() -> str | None:

@@ -114,6 +114,9 @@ def overlay_changes(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str |
             entry.type, entry.linkname, entry.size = EntryType.FILE, "", os.lstat(host).st_size
         found = lower.lookup(path)
         if found is not None and _unchanged_copy_up(entry, host, path, found):
+            st = os.lstat(host)
+            if st.st_nlink > 1:
+                cs.unchanged_link(entry, host, st)
             continue
         cs.add(entry, host)
     return cs

@@ -45,7 +45,9 @@ __all__ = [
     "CLONE_NEWUTS",
     "INFRA_EXIT",
     "main",
+    "make_stub",
     "mount",
+    "remove_stubs",
     "resolve_in_root",
     "umount",
     "unshare",
@@ -157,6 +159,40 @@ def resolve_in_root(root: str, path: str, *, create: str | None = None, created:
     return os.path.join(root, *done)
 
 
+def remove_stubs(tree: str | os.PathLike[str], stubs: list[dict[str, Any]]) -> None:
+    """Take the mount points :func:`make_stub` created out of ``tree`` (an upper dir or a rootfs),
+    deepest first and only if still empty, and give their parents back their mtime when the step
+    did not touch them."""
+    restore: dict[str, int] = {}
+    last_after: dict[str, int] = {}
+    for stub in stubs:
+        restore.setdefault(stub["parent"], stub["parent_mtime_before"])
+        last_after[stub["parent"]] = stub["parent_mtime_after"]
+    untouched = set()
+    for parent, after in last_after.items():
+        try:
+            if os.lstat(os.path.join(tree, parent)).st_mtime_ns == after:
+                untouched.add(parent)
+        except FileNotFoundError:
+            pass
+    for stub in reversed(stubs):
+        for rel in reversed(stub["created"]):
+            host = os.path.join(tree, rel)
+            try:
+                st = os.lstat(host)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(host)
+                except OSError:
+                    pass  # the step put something there: it is part of the layer
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(host)
+    for parent in untouched:
+        os.utime(os.path.join(tree, parent), ns=(restore[parent], restore[parent]), follow_symlinks=False)
+
+
 # -- the sandbox child ------------------------------------------------------------------------------
 
 _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
@@ -187,7 +223,7 @@ def _lo_up() -> None:
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
 
 
-def _stub(root: str, target: str, kind: str, stubs: list[dict[str, Any]]) -> str:
+def make_stub(root: str, target: str, kind: str, stubs: list[dict[str, Any]]) -> str:
     """Resolve a mount target in the rootfs, creating (and recording) what is missing."""
     created: list[str] = []
     parent_times: dict[str, int] = {}
@@ -213,15 +249,17 @@ def _stub(root: str, target: str, kind: str, stubs: list[dict[str, Any]]) -> str
 def _setup(spec: dict[str, Any]) -> None:
     root = spec["rootfs"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    ov = spec["overlay"]
-    mount("overlay", root, "overlay", 0, ov)
+    if spec["overlay"]:
+        mount("overlay", root, "overlay", 0, spec["overlay"])
+    else:  # a plain tree (the rootless executor's copy): pivot_root needs a mount point
+        mount(root, root, None, MS_BIND | MS_REC)
     stubs: list[dict[str, Any]] = []
     # kernel filesystems
-    proc = _stub(root, "/proc", "dir", stubs)
+    proc = make_stub(root, "/proc", "dir", stubs)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    dev = _stub(root, "/dev", "dir", stubs)
+    dev = make_stub(root, "/dev", "dir", stubs)
     _mount_dev(dev)
-    sysfs = _stub(root, "/sys", "dir", stubs)
+    sysfs = make_stub(root, "/sys", "dir", stubs)
     try:
         mount("sysfs", sysfs, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:  # sysfs is refused without a network namespace of our own: bind the host's read-only
@@ -229,12 +267,12 @@ def _setup(spec: dict[str, Any]) -> None:
         mount(None, sysfs, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     # /etc/hosts, resolv.conf, hostname: bound from files outside the rootfs, so they never reach the layer
     for name, src in sorted(spec["etc"].items()):
-        tgt = _stub(root, "/etc/" + name, "file", stubs)
+        tgt = make_stub(root, "/etc/" + name, "file", stubs)
         mount(src, tgt, None, MS_BIND)
     # RUN --mount targets, shallow first so nested targets land on their parents' mounts
     for m in sorted(spec["mounts"], key=lambda m: m["target"].count("/")):
         kind = "dir" if m["kind"] in ("tmpfs", "overlay") or m.get("is_dir", True) else "file"
-        tgt = _stub(root, m["target"], kind, stubs)
+        tgt = make_stub(root, m["target"], kind, stubs)
         if m["kind"] == "tmpfs":
             opts = "mode=1777" + (f",size={m['size']}" if m.get("size") else "")
             mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV, opts)

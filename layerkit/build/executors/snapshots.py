@@ -27,9 +27,12 @@ from ...spec import chain_ids
 from ...tarfs.entry import EntryType
 from ...tarfs.reader import iter_entries
 from ...union.safefs import SafeRoot
+from ...union.unpack import unpack
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from ...image import Image
+    from collections.abc import Callable
+
+    from ...image import Image, Layer
     from ...store import LocalStore
 
 __all__ = ["OPAQUE_XATTR", "USER_OPAQUE_XATTR", "Snapshots", "extract_overlay_layer"]
@@ -134,11 +137,30 @@ class Snapshots:
         dirs = list(reversed(self.ensure(image)))
         return dirs or [self.empty_dir()]
 
-    def _unpack(self, layer: object, final: Path) -> None:
+    def rootfs(self, image: Image) -> Path:
+        """The merged root filesystem of ``image`` as one plain tree (``rootfs-<chain id hex>``),
+        for executors without overlayfs. Read-only by convention: runs work on a copy. Unpacked
+        with ``rootless`` ownership when not root (every file then belongs to the caller)."""
+        ids = chain_ids([layer.diff_id for layer in image.layers])
+        if not ids:
+            return self.empty_dir()
+        final = self.root / ("rootfs-" + ids[-1].partition(":")[2])
+        if not final.is_dir():
+            self._atomic(final, lambda tmp: unpack(image, tmp, rootless=os.geteuid() != 0))
+        return final
+
+    def _unpack(self, layer: Layer, final: Path) -> None:
+        def fill(tmp: Path) -> None:
+            with layer.open_tar() as tar:
+                extract_overlay_layer(tar, str(tmp), layer=str(layer.diff_id))
+
+        self._atomic(final, fill)
+
+    def _atomic(self, final: Path, fill: Callable[[Path], object]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-" + final.name[:12] + "-", dir=self.root))
         try:
-            with layer.open_tar() as tar:  # type: ignore[attr-defined]
-                extract_overlay_layer(tar, str(tmp), layer=str(layer.diff_id))  # type: ignore[attr-defined]
+            tmp.chmod(0o755)  # a rootfs root must be searchable by every user; a layer's "./" may override
+            fill(tmp)
             try:
                 os.rename(tmp, final)
             except OSError as exc:

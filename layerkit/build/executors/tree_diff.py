@@ -88,6 +88,9 @@ class ChangeSet:
         self.root_dir = root_dir
         self._items: dict[str, list[_Item]] = {}
         self._context: set[str] = set()
+        self._linked: dict[tuple[int, int], list[_Item]] = {}
+        #: adjusts each written entry (e.g. owner mapping of a rootless run); None = as read
+        self.fix_entry: Callable[[Entry], None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -103,6 +106,12 @@ class ChangeSet:
             if st.st_nlink > 1:
                 inode = (st.st_dev, st.st_ino)
         self._items.setdefault(entry.path, []).append(_Item(_ADD, entry, host_path, inode))
+
+    def unchanged_link(self, entry: Entry, host_path: str, st: os.stat_result) -> None:
+        """An unchanged file with other names: written only if another name of its inode is, so a
+        link made to it (``ln lower new``) stays a link, as Docker and BuildKit write it."""
+        entry.type, entry.linkname, entry.size = EntryType.FILE, "", st.st_size
+        self._linked.setdefault((st.st_dev, st.st_ino), []).append(_Item(_ADD, entry, host_path, (st.st_dev, st.st_ino)))
 
     def whiteout(self, path: str) -> None:
         self._items.setdefault(whiteout_path(path), []).append(_Item(_WHITEOUT, None, path))
@@ -132,6 +141,9 @@ class ChangeSet:
         out: list[tuple[str, _Item]] = []
         for path, items in self._items.items():
             out.append((path, items[-1]))
+        emitted = {item.inode for _, item in out if item.inode is not None}
+        for inode in emitted & self._linked.keys():
+            out.extend((item.entry.path, item) for item in self._linked[inode] if item.entry is not None)
         have = {p for p, _ in out}
         for path, _ in list(out):
             parent = path.rpartition("/")[0]
@@ -152,6 +164,8 @@ class ChangeSet:
                 continue
             entry = item.entry
             assert entry is not None
+            if self.fix_entry is not None:
+                self.fix_entry(entry)
             if item.inode is not None:
                 target = first.get(item.inode)
                 if target is None:
@@ -217,6 +231,8 @@ def diff_trees(before_dir: str, after_dir: str, *, since_ns: int | None = None,
             if _same_meta(aentry, bentry):
                 doubt = since_ns is None or ast.st_ctime_ns > since_ns
                 if not (stat.S_ISREG(ast.st_mode) and doubt and not same_content(b.path, a.path)):
+                    if stat.S_ISREG(ast.st_mode) and ast.st_nlink > 1:
+                        cs.unchanged_link(aentry, a.path, ast)
                     continue
             cs.add(aentry, a.path, ast)
     return cs
