@@ -26,8 +26,9 @@ import hashlib
 import os
 import tarfile
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from ..digest import CHUNK
 from ..image import Image
@@ -96,8 +97,8 @@ class LayerFile:
         self.digest = ""
 
     def open_tar(self) -> BinaryIO:
-        raw = open(self.path, "rb")
-        tar = _Hashing(open_decompressed(raw, what=self.path))  # type: ignore[arg-type]
+        raw = open(self.path, "rb")  # noqa: SIM115 - the returned stream owns it and closes it
+        tar = _Hashing(open_decompressed(raw, what=self.path))
         layer = self
 
         class _Closing:
@@ -366,7 +367,7 @@ def _dir_sizes(view: dict[str, Node | str]) -> dict[str, int]:
 
 def _diff_sizes(va: dict[str, Node | str], vb: dict[str, Node | str]) -> list[dict[str, Any]]:
     sa, sb = _dir_sizes(va), _dir_sizes(vb)
-    out = [{"path": p, "before": sa.get(p, 0), "after": sb.get(p, 0), "delta": sb.get(p, 0) - sa.get(p, 0)}
+    out: list[dict[str, Any]] = [{"path": p, "before": sa.get(p, 0), "after": sb.get(p, 0), "delta": sb.get(p, 0) - sa.get(p, 0)}
            for p in sa.keys() | sb.keys() if sa.get(p, 0) != sb.get(p, 0)]
     out.sort(key=lambda d: (-abs(d["delta"]), d["path"]))
     return out

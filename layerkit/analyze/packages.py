@@ -12,12 +12,12 @@ from typing import Any
 __all__ = [
     "APK_DB",
     "DPKG_DB",
+    "diff_packages",
     "is_package_db",
     "is_python_metadata",
     "parse_apk_installed",
     "parse_dpkg_status",
     "parse_python_metadata",
-    "diff_packages",
 ]
 
 APK_DB = "lib/apk/db/installed"

@@ -17,7 +17,7 @@ from typing import Any
 from ..tarfs.entry import EntryType
 from .summary import Inspection
 
-__all__ = ["report_data", "render_report", "write_report"]
+__all__ = ["render_report", "report_data", "write_report"]
 
 _MARKER = "/*LAYERKIT_DATA*/"
 _MAX_DEPTH = 6
@@ -25,7 +25,7 @@ _MIN_FRACTION = 0.0005
 
 
 class _Dir:
-    __slots__ = ("size", "by_layer", "children")
+    __slots__ = ("by_layer", "children", "size")
 
     def __init__(self) -> None:
         self.size = 0

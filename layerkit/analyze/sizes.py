@@ -19,8 +19,9 @@ union algorithm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from ..digest import Digest, VerifyingReader
 from ..image import Image, Layer
@@ -52,7 +53,7 @@ ProgressHook = Callable[[int, int, int], None]
 class _Counter:
     """Pass-through reader that counts bytes (and reports them) without buffering."""
 
-    __slots__ = ("_raw", "count", "_hook")
+    __slots__ = ("_hook", "_raw", "count")
 
     def __init__(self, raw: Any, hook: Callable[[int], None] | None = None) -> None:
         self._raw = raw
@@ -92,7 +93,7 @@ class MeteredLayer:
         hook = None
         if self._progress is not None and self.uncompressed_size is None:
             progress, idx, total = self._progress, layer.index, layer.size
-            hook = lambda n: progress(idx, n, total)  # noqa: E731
+            hook = lambda n: progress(idx, n, total)
         blob = _Counter(layer.open(), hook)
         tar = _Counter(open_decompressed(blob, what=f"layer {layer.index}"))  # type: ignore[arg-type]
         return _MeteredTar(self, tar, blob)  # type: ignore[return-value]

@@ -49,7 +49,7 @@ from ..union import Union
 from .sizes import LayerStats, ProgressHook, layer_stats, metered_union
 from .waste import Waste, waste
 
-__all__ = ["Blame", "BlameVersion", "Inspection", "TOP_WASTE", "blame", "inspect_image", "layer_history"]
+__all__ = ["TOP_WASTE", "Blame", "BlameVersion", "Inspection", "blame", "inspect_image", "layer_history"]
 
 #: wasted paths listed in the JSON document and the human view
 TOP_WASTE = 20
@@ -94,7 +94,7 @@ class Inspection:
         ]
         layers = []
         for st in self.layers:
-            doc = {"index": st.index, "digest": str(st.digest), "diffId": str(st.diff_id), "mediaType": st.media_type}
+            doc: dict[str, Any] = {"index": st.index, "digest": str(st.digest), "diffId": str(st.diff_id), "mediaType": st.media_type}
             doc.update(st.to_json())
             doc["createdBy"] = self.created_by(st.index)
             doc["history"] = self.history_of_layer[st.index]

@@ -21,14 +21,15 @@ reproduced as dive defines them, quirks included, so CI rules migrate unchanged:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..tarfs.entry import EntryType
 from ..union import Union
 from ..union.tree import Fate
 
-__all__ = ["DiveFigures", "WastedCopy", "WastedPath", "Waste", "dive_figures", "waste"]
+__all__ = ["DiveFigures", "Waste", "WastedCopy", "WastedPath", "dive_figures", "waste"]
 
 _REASON = {Fate.OVERWRITTEN: "overwritten", Fate.WHITED_OUT: "deleted", Fate.OPAQUE_HIDDEN: "opaque"}
 
@@ -104,14 +105,14 @@ def waste(union: Union) -> Waste:
 class _D:
     """A dive FileNode: children plus the payload dive looks at (header size, is-dir)."""
 
-    __slots__ = ("children", "size", "is_dir")
+    __slots__ = ("children", "is_dir", "size")
 
     def __init__(self, size: int = 0, is_dir: bool = False) -> None:
         self.children: dict[str, _D] = {}
         self.size = size
         self.is_dir = is_dir
 
-    def copy(self) -> "_D":
+    def copy(self) -> _D:
         new = _D(self.size, self.is_dir)
         new.children = {k: v.copy() for k, v in self.children.items()}
         return new
@@ -130,7 +131,7 @@ class _D:
             if idx == len(parts) - 1:
                 node.size, node.is_dir = size, is_dir
 
-    def get(self, path: str) -> "_D | None":
+    def get(self, path: str) -> _D | None:
         node: _D | None = self
         for name in path.split("/"):
             if name:
@@ -143,7 +144,7 @@ class _D:
         if parent is not None:
             parent.children.pop(name, None)
 
-    def visit(self, base: str = "") -> Iterator[tuple[str, "_D"]]:
+    def visit(self, base: str = "") -> Iterator[tuple[str, _D]]:
         """Depth-first, children sorted, each node after its children (dive's VisitDepthChildFirst);
         yields the raw member path (whiteout prefix kept)."""
         for name in sorted(self.children):

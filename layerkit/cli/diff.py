@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from ._common import insecure_option, json_option, platform_option, print_json, stdout_console
+from ._common import (
+    insecure_option,
+    json_option,
+    platform_option,
+    print_json,
+    stdout_console,
+)
 
 __all__ = ["diff"]
 

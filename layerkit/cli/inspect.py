@@ -8,9 +8,16 @@ from typing import Any
 
 import click
 
-from ._common import insecure_option, json_option, platform_option, print_json, stderr_console, stdout_console
+from ._common import (
+    insecure_option,
+    json_option,
+    platform_option,
+    print_json,
+    stderr_console,
+    stdout_console,
+)
 
-__all__ = ["inspect", "blame"]
+__all__ = ["blame", "inspect"]
 
 
 def _open(ref: str, platform: str | None, insecure: bool) -> Any:
@@ -20,7 +27,7 @@ def _open(ref: str, platform: str | None, insecure: bool) -> Any:
     return open_image(ref, platform=Platform.parse(platform) if platform else None, insecure=insecure)
 
 
-def _human(n: int | float) -> str:
+def _human(n: float) -> str:
     value = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":
@@ -31,7 +38,13 @@ def _human(n: int | float) -> str:
 
 def _inspect_with_progress(image: Any, reference: str) -> Any:
     """Run the analysis with a transient progress bar on stderr (quiet without a TTY)."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     from ..analyze.summary import inspect_image
 

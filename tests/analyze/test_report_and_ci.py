@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from layerkit.analyze import inspect_image
-from layerkit.analyze.ci import CiRules, evaluate, load_rules, parse_bytes, parse_percent
+from layerkit.analyze.ci import (
+    CiRules,
+    evaluate,
+    load_rules,
+    parse_bytes,
+    parse_percent,
+)
 from layerkit.analyze.report import write_report
 from layerkit.analyze.waste import DiveFigures
 from layerkit.errors import LayerkitError
@@ -28,7 +34,7 @@ def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
 
 
@@ -49,7 +55,7 @@ def test_report_renders_without_errors_and_embeds_the_inspect_data(alpine_image_
     dom = _chromium(tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
     assert 'data-rendered="yes"' in dom
     assert dom.count('class="cell"') > 10  # treemap cells drawn by the inline script
-    data = json.loads(html.unescape(re.search(r'id="layerkit-data">(.*?)</script>', dom, re.S).group(1)))
+    data = json.loads(html.unescape(re.search(r'id="layerkit-data">(.*?)</script>', dom, re.DOTALL).group(1)))
     assert data["digest"] == str(ins.image.digest)
     assert [layer["contentSize"] for layer in data["layers"]] == [st.content_size for st in ins.layers]
     assert data["tree"]["s"] == ins.layers[0].surviving_size
