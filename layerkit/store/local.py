@@ -15,12 +15,15 @@ the entry ``demo:latest``; ``localhost:5000/app:1`` stays as it is.
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InvalidReferenceError
 from ..reference import DockerReference
 from ..spec import Descriptor
-from .layout import OCILayout, _is_digest
+from .layout import GC_GRACE_SECONDS, GcResult, OCILayout, _is_digest
 
 __all__ = ["LocalStore", "default_home", "normalize_tag", "open_store"]
 
@@ -67,6 +70,21 @@ class LocalStore(OCILayout):
     def reference_for(self, name_or_digest: str) -> str:
         return name_or_digest if _is_digest(name_or_digest) else normalize_tag(name_or_digest)
 
+    def gc(self, dry_run: bool = False, *, grace: float = GC_GRACE_SECONDS,
+           timeout: float | None = None) -> GcResult:
+        """``OCILayout.gc`` plus leftovers in ``tmp/`` untouched for ``grace`` seconds (files of any
+        process that died before cleaning up; a file still open elsewhere survives its unlink)."""
+        result = super().gc(dry_run, grace=grace, timeout=timeout)
+        cutoff = time.time() - grace
+        stale = [p for p in sorted(self.tmp_dir.iterdir()) if _newest_mtime(p) <= cutoff]
+        if not dry_run:
+            for path in stale:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        return replace(result, temp_files_removed=result.temp_files_removed + len(stale))
+
     def _resolve_other(self, name: str, entries: list[Descriptor]) -> Descriptor | None:
         """A unique hex prefix of an entry's digest, as ``docker images`` shows IDs."""
         prefix = name.removeprefix("sha256:")
@@ -74,6 +92,19 @@ class LocalStore(OCILayout):
             return None
         hits = {d.digest: d for d in entries if d.digest.hex.startswith(prefix)}
         return next(iter(hits.values())) if len(hits) == 1 else None
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest mtime in a tree: a directory someone still writes into is not stale."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in (*dirs, *files):
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                except FileNotFoundError:
+                    pass
+    return newest
 
 
 def open_store(home: str | os.PathLike[str] | None = None) -> LocalStore:

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from layerkit import mediatypes as mt
 from layerkit.digest import sha256_bytes
 from layerkit.errors import CorruptStoreError, StoreError
 from layerkit.spec import Descriptor
-from layerkit.store import LockTimeoutError, OCILayout
+from layerkit.store import LockTimeoutError, OCILayout, open_store
 
 MakeImage = Callable[..., Descriptor]
 FORK = multiprocessing.get_context("fork")
@@ -93,6 +94,20 @@ def test_gc_removes_stale_temp_files_only(layout: OCILayout) -> None:
     os.utime(stale, (1, 1))
     assert layout.gc().temp_files_removed == 1
     assert not stale.exists() and fresh.exists()
+
+
+def test_store_gc_also_clears_stale_leftovers_in_tmp(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "home")
+    old_file, old_dir, busy_dir = store.tmp_dir / "old.tar", store.tmp_dir / "old-unpack", store.tmp_dir / "busy"
+    old_file.write_bytes(b"x")
+    (old_dir / "sub").mkdir(parents=True)
+    (busy_dir / "sub").mkdir(parents=True)
+    (busy_dir / "sub" / "being-written").write_bytes(b"y")
+    for p in (old_file, old_dir / "sub", old_dir, busy_dir, busy_dir / "sub"):
+        os.utime(p, (1, 1))
+    assert store.gc(dry_run=True).temp_files_removed == 2 and old_file.exists()
+    assert store.gc().temp_files_removed == 2
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == ["busy"]
 
 
 def test_gc_refuses_rather_than_guess_when_a_manifest_is_unreadable(
