@@ -1,0 +1,80 @@
+"""layerkit — build, inspect, diff and unpack container images; no daemon needed.
+
+The names below are the public API (pinned by ``tests/test_public_api.py``). Heavy parts (registry and
+Docker clients, the builder) are imported only when first used, so ``import layerkit`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .digest import Digest
+from .errors import *  # noqa: F403 - the error tree is part of the public API
+from .errors import __all__ as _error_names
+from .image import Image, ImageSink, Layer
+from .mediatypes import Compression
+from .spec import Descriptor, History, ImageConfig, Index, Manifest, Platform
+
+__version__ = "0.1.0"
+
+#: public name -> module that defines it (imported on first access)
+_LAZY = {
+    "open_image": "layerkit.transport",
+    "open_index": "layerkit.transport",
+    "open_sink": "layerkit.transport",
+    "copy": "layerkit.api",
+    "pull": "layerkit.api",
+    "push": "layerkit.api",
+    "build": "layerkit.api",
+    "inspect": "layerkit.api",
+    "diff": "layerkit.api",
+    "unpack": "layerkit.api",
+    "export": "layerkit.api",
+    "union": "layerkit.api",
+    "open_store": "layerkit.store",
+    "Union": "layerkit.union",
+    "LayerWriter": "layerkit.tarfs",
+    "Entry": "layerkit.tarfs",
+    "EntryType": "layerkit.tarfs",
+}
+
+__all__ = sorted(
+    [
+        "__version__",
+        "Digest",
+        "Image",
+        "ImageSink",
+        "Layer",
+        "Compression",
+        "Descriptor",
+        "History",
+        "ImageConfig",
+        "Index",
+        "Manifest",
+        "Platform",
+        *_error_names,
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layerkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .api import build, copy, diff, export, inspect, pull, push, union, unpack
+    from .store import open_store
+    from .tarfs import Entry, EntryType, LayerWriter
+    from .transport import open_image, open_index, open_sink
+    from .union import Union
