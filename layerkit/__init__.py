@@ -26,12 +26,12 @@ _LAZY = {
     "copy": "layerkit.api",
     "pull": "layerkit.api",
     "push": "layerkit.api",
-    "build": "layerkit.api",
+    # not "build": that name is the layerkit.build package (a submodule import would shadow a function)
+    "build_image": "layerkit.api",
     "inspect": "layerkit.api",
     "diff": "layerkit.api",
     "unpack": "layerkit.api",
     "export": "layerkit.api",
-    "union": "layerkit.api",
     "open_store": "layerkit.store",
     "Union": "layerkit.union",
     "LayerWriter": "layerkit.tarfs",
@@ -73,7 +73,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .api import build, copy, diff, export, inspect, pull, push, union, unpack
+    from .api import build_image, copy, diff, export, inspect, pull, push, unpack
     from .store import open_store
     from .tarfs import Entry, EntryType, LayerWriter
     from .transport import open_image, open_index, open_sink
