@@ -123,7 +123,7 @@ class ImageFS:
 
 # -- chmod ---------------------------------------------------------------------------------------------
 
-_SYMBOLIC = re.compile(r"([ugoa]*)([-+=])([rwxXst]*|[ugo])")
+_SYMBOLIC_OP = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
 
 def parse_chmod(spec: str) -> Callable[[int, bool], int]:
@@ -134,15 +134,13 @@ def parse_chmod(spec: str) -> Callable[[int, bool], int]:
         return lambda mode, is_dir: (mode & ~0o7777) | value
     clauses = []
     for part in spec.split(","):
-        pos = 0
-        who_seen = ""
         ops = []
         m = re.match(r"[ugoa]*", part)
         assert m is not None
         who_seen = m.group(0)
         pos = m.end()
         while pos < len(part):
-            m2 = re.compile(r"([-+=])([rwxXst]*|[ugo])").match(part, pos)
+            m2 = _SYMBOLIC_OP.match(part, pos)
             if m2 is None:
                 raise BuildError(f"invalid --chmod={spec}: use an octal mode like 0755 or a symbolic one like u+rwx")
             ops.append((m2.group(1), m2.group(2)))

@@ -107,7 +107,7 @@ def has_wildcards(component: str) -> bool:
 
 # -- moby patternmatcher -----------------------------------------------------------------------------
 
-_REGEX_SPECIAL = set(".+()|{}$^")
+_REGEX_SPECIAL = set(".+()|{}$")
 
 
 def _clean(p: str) -> str:
@@ -169,7 +169,7 @@ class _Pattern:
                 reg += ch
                 kind = "regexp"
             else:
-                reg += re.escape(ch) if ch not in "/-" else ch
+                reg += re.escape(ch) if ch not in "/-^" else ch
             first = False
         if kind == "regexp":
             try:
