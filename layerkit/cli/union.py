@@ -6,13 +6,20 @@ import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from ..errors import LayerkitError
-from ._common import insecure_option, is_tty, json_option, platform_option, print_json, stderr_console
+from ._common import (
+    insecure_option,
+    is_tty,
+    json_option,
+    platform_option,
+    print_json,
+    stderr_console,
+)
 
 
 def _open(ref: str, platform: str | None, insecure: bool) -> Any:
@@ -34,7 +41,13 @@ def _missing(exc: OSError) -> LayerkitError:
 @contextmanager
 def _progress(enabled: bool, what: str) -> Iterator[Any]:
     """A transient rich bar on stderr fed by the library's ``progress(stage, done, total)``."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=stderr_console(), transient=True, disable=not enabled) as bar:
@@ -59,7 +72,7 @@ def _long_line(node: Any, name: str) -> str:
     e = node.entry
     mode = stat.filemode(e.st_mode)
     size = f"{e.devmajor},{e.devminor}" if e.is_device() else str(node.size)
-    when = datetime.fromtimestamp(e.mtime, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    when = datetime.fromtimestamp(e.mtime, UTC).strftime("%Y-%m-%d %H:%M")
     tail = ""
     if e.is_symlink():
         tail = f" -> {e.linkname}"

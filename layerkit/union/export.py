@@ -74,10 +74,10 @@ def export(
             stream = union.layers[layer].open_tar()
             try:
                 for seq, (_e, content) in enumerate(iter_entries(stream, layer=union.label(layer), limits=union.limits)):
-                    entry = wanted.get(seq)
-                    if entry is not None:
-                        writer.add(entry, content)
-                        done += entry.size
+                    job = wanted.get(seq)
+                    if job is not None:
+                        writer.add(job, content)
+                        done += job.size
                         if progress is not None:
                             progress("write", done, total)
             finally:

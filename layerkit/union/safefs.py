@@ -26,12 +26,12 @@ import ctypes
 import errno
 import os
 import stat
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Self
 
 from ..digest import CHUNK
 from ..errors import UnsafePathError
 
-__all__ = ["SafeRoot", "HAVE_OPENAT2", "Resolve"]
+__all__ = ["HAVE_OPENAT2", "Resolve", "SafeRoot"]
 
 Resolve = Literal["in-root", "never"]
 
@@ -124,7 +124,7 @@ class SafeRoot:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "SafeRoot":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -401,7 +401,7 @@ class SafeRoot:
             os.unlink(name, dir_fd=pfd)
         return True
 
-    def clear_dir(self, path: str, keep: "set[str] | None" = None) -> None:
+    def clear_dir(self, path: str, keep: set[str] | None = None) -> None:
         """Remove every child of directory ``path`` except the names in ``keep``."""
         dfd = self._open_read_dir(path)
         self._drop_cache()

@@ -33,17 +33,28 @@ from __future__ import annotations
 
 import enum
 import io
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterator, Protocol, Sequence
+from typing import Any, BinaryIO, Protocol
 
 from ..digest import CHUNK
-from ..errors import InvalidWhiteoutError, LayerkitError, TarFormatError, UnsafePathError
+from ..errors import (
+    InvalidWhiteoutError,
+    LayerkitError,
+    TarFormatError,
+    UnsafePathError,
+)
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.paths import parent
 from ..tarfs.reader import Limits, iter_entries
-from ..tarfs.whiteout import WHITEOUT_PREFIX, is_opaque, is_whiteout_meta, whiteout_target
+from ..tarfs.whiteout import (
+    WHITEOUT_PREFIX,
+    is_opaque,
+    is_whiteout_meta,
+    whiteout_target,
+)
 
-__all__ = ["Fate", "Node", "LayerFate", "LayerLike", "Union", "layer_label"]
+__all__ = ["Fate", "LayerFate", "LayerLike", "Node", "Union", "layer_label"]
 
 #: Symlink hops allowed while resolving a path in the view (Linux's MAXSYMLINKS).
 MAX_SYMLINKS = 40
@@ -73,7 +84,7 @@ class Node:
     layer that hid this version (``None`` while visible).
     """
 
-    __slots__ = ("path", "layer", "seq", "entry", "fate", "by", "content", "implicit")
+    __slots__ = ("by", "content", "entry", "fate", "implicit", "layer", "path", "seq")
 
     def __init__(self, path: str, layer: int, seq: int, entry: Entry, implicit: bool = False) -> None:
         self.path = path
@@ -191,7 +202,7 @@ class Union:
             progress(len(self.layers), len(self.layers))
 
     @classmethod
-    def from_image(cls, image: Any, *, limits: Limits | None = None) -> "Union":
+    def from_image(cls, image: Any, *, limits: Limits | None = None) -> Union:
         return cls(image, limits=limits)
 
     # ------------------------------------------------------------------------------------------
@@ -559,8 +570,7 @@ def _norm(path: str) -> str:
     if path in ("", "/", "."):
         return _ROOT
     p = path.strip("/")
-    if p.startswith("./"):
-        p = p[2:]
+    p = p.removeprefix("./")
     if "//" in p or "/./" in p or p.endswith("/.") or ".." in p:
         parts = [c for c in p.split("/") if c not in ("", ".")]
         p = "/".join(parts) if parts else _ROOT

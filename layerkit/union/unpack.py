@@ -25,19 +25,26 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
-from ..errors import LayerError, UnsafePathError
+from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.paths import parent
 from ..tarfs.reader import Limits, iter_entries
-from ..tarfs.whiteout import WHITEOUT_PREFIX, is_opaque, is_whiteout_meta, whiteout_target
+from ..tarfs.whiteout import (
+    WHITEOUT_PREFIX,
+    is_opaque,
+    is_whiteout_meta,
+    whiteout_target,
+)
 from .safefs import SafeRoot, copy_to_fd
 from .tree import Node, Union
 
-__all__ = ["UnpackResult", "SkippedEntry", "unpack", "apply_layer", "Progress"]
+__all__ = ["Progress", "SkippedEntry", "UnpackResult", "apply_layer", "unpack"]
 
 #: ``progress(stage, done, total)``: stage "index" counts layers, "write" counts content bytes.
 Progress = Callable[[str, int, int], None]
@@ -71,7 +78,7 @@ class _Policy:
         return mode & (0o1777 if self.no_privileged_bits else 0o7777)
 
     def xattr_refusal(self, key: str) -> str | None:
-        if key.startswith("trusted.overlay.") or key.startswith("user.overlay."):
+        if key.startswith(("trusted.overlay.", "user.overlay.")):
             return "overlayfs control attribute"
         if key == "security.capability" and (self.rootless or self.no_privileged_bits):
             return "file capabilities are a privileged bit"
@@ -258,8 +265,8 @@ def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | N
             total += c.entry.size
 
     for node in dirs:  # preorder: parents first; 0700 until the metadata pass
-        _guard(ctx, node.path, node.layer, lambda n=node: w.make(n.path, n.entry, n.layer))
-    made = [n for n in others if _guard(ctx, n.path, n.layer, lambda n=n: w.make(n.path, n.entry, n.layer))]
+        _guard(ctx, node.path, node.layer, partial(w.make, node.path, node.entry, node.layer))
+    made = [n for n in others if _guard(ctx, n.path, n.layer, partial(w.make, n.path, n.entry, n.layer))]
 
     done = 0
     for layer in sorted(plan, reverse=True):  # newest first
@@ -273,7 +280,7 @@ def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | N
                     continue
                 path, meta = job
                 assert content is not None, "the index planned content for a non-file"
-                _guard(ctx, path, layer, lambda: w.write_file(path, meta, content, layer))
+                _guard(ctx, path, layer, partial(w.write_file, path, meta, content, layer))
                 done += meta.size
                 if progress is not None:
                     progress("write", done, total)
@@ -281,12 +288,12 @@ def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | N
             stream.close()
 
     for node, existing in links:
-        _guard(ctx, node.path, node.layer, lambda n=node, e=existing: w.root.link(n.path, e))
+        _guard(ctx, node.path, node.layer, partial(w.root.link, node.path, existing))
         w.result.hardlinks += 1
     for node in made:
-        _guard(ctx, node.path, node.layer, lambda n=node: w.meta(n.path, n.entry, n.layer))
+        _guard(ctx, node.path, node.layer, partial(w.meta, node.path, node.entry, node.layer))
     for node in reversed(dirs):  # deepest first: a read-only or timed dir is finished after its children
-        _guard(ctx, node.path, node.layer, lambda n=node: w.meta(n.path, n.entry, n.layer))
+        _guard(ctx, node.path, node.layer, partial(w.meta, node.path, node.entry, node.layer))
 
 
 def _guard(ctx: _Context, path: str, layer: int | str, op: Callable[[], Any]) -> Any:
@@ -323,7 +330,7 @@ def apply_layer(
     with SafeRoot(target, resolve="never") as root:
         ap = _Applier(_Writer(root, policy, result), ctx, layer)
         for entry, content in iter_entries(layer_stream, layer=layer, limits=limits):
-            _guard(ctx, entry.path, layer, lambda e=entry, c=content: ap.apply(e, c))
+            _guard(ctx, entry.path, layer, partial(ap.apply, entry, content))
         ap.finish()
     return result
 
@@ -354,7 +361,7 @@ class _Applier:
             return
         try:
             target = whiteout_target(path)
-        except Exception as exc:
+        except InvalidWhiteoutError as exc:
             raise UnsafePathError(path, f"invalid whiteout: {exc}") from None
         self._remove_lower(target)
 
@@ -457,4 +464,4 @@ class _Applier:
     def finish(self) -> None:
         for path in sorted(self.dirs, key=lambda p: p.count("/") + (p != "."), reverse=True):
             entry = self.dirs[path]
-            _guard(self.ctx, path, self.layer, lambda p=path, e=entry: self.w.meta(p, e, self.layer))
+            _guard(self.ctx, path, self.layer, partial(self.w.meta, path, entry, self.layer))

@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 __all__ = [
-    "TarLayer",
-    "M",
-    "f",
-    "d",
-    "sym",
-    "hl",
-    "wh",
-    "opq",
-    "dev",
-    "fifo",
-    "tar",
-    "raw_header",
-    "pax_record",
-    "Case",
     "CASES",
+    "Case",
+    "M",
+    "TarLayer",
+    "d",
+    "dev",
+    "f",
+    "fifo",
+    "hl",
+    "opq",
+    "pax_record",
+    "raw_header",
+    "sym",
+    "tar",
+    "wh",
 ]
 
 MTIME = 1_700_000_000

@@ -18,8 +18,9 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ def context(workdir: Path, alpine_tgz: Path) -> Path:
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(args, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -108,7 +109,7 @@ def docker_image(request: pytest.FixtureRequest, docker_cli: str, context: Path,
     _run(docker_cli, "build", "--network", "none", "-q", "-t", tag, str(context), env=env)
     archive = workdir / f"{request.param}.tar"
     _run(docker_cli, "save", "-o", str(archive), tag)
-    request.addfinalizer(lambda: subprocess.run([docker_cli, "rmi", "-f", tag], capture_output=True))
+    request.addfinalizer(lambda: subprocess.run([docker_cli, "rmi", "-f", tag], check=False, capture_output=True))
     return tag, archive
 
 
@@ -146,7 +147,7 @@ def test_docker_image_unpacks_like_umoci_and_docker_export(
         exported = workdir / f"{name}-export.tar"
         _run(docker_cli, "export", "-o", str(exported), cid)
     finally:
-        subprocess.run([docker_cli, "rm", "-f", cid], capture_output=True)
+        subprocess.run([docker_cli, "rm", "-f", cid], check=False, capture_output=True)
     flat = workdir / f"{name}-docker-export"
     flat.mkdir()
     with tarfile.open(exported) as t:

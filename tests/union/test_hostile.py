@@ -13,12 +13,13 @@ import io
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-
 from hostile import CASES, Case, TarLayer
+
 from layerkit import errors
 from layerkit.tarfs.reader import iter_entries
 from layerkit.union import Union

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from hostile import TarLayer, d, f, hl, opq, sym, tar, wh
+
 from layerkit.errors import UnsafePathError
 from layerkit.union import Fate, Union
 
