@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_base(workdir: Path, tgz: Path) -> Path:
     """An OCI layout holding the Alpine base (FROM scratch + ADD rootfs, like the official image)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import make_alpine_oci
+    from support import make_alpine_oci
 
     layout = workdir / "base-oci"
     shutil.rmtree(layout, ignore_errors=True)

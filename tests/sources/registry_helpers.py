@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from conftest import free_port, wait_for_port  # tests/conftest.py, importable as pytest loaded it
+from support import free_port, wait_for_port
 
 from layerkit import mediatypes as mt
 from layerkit.digest import Digest, sha256_bytes
