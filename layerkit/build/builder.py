@@ -834,7 +834,7 @@ class _Builder:
         user = st.state.config.config.get("User") or ""
         network = instr.network or self.network or "default"
         mounts_spec = [self._mount_key(st, m, instr) for m in instr.mounts]
-        created_by = f"RUN {' '.join(argv)} # buildkit"
+        created_by = f"RUN {_run_command_string(argv, st.args, image_env)} # buildkit"
         key = cache_key(st.state.chain_id(), "RUN", argv, run_env, user, workdir, mounts_spec, network,
                         instr.security or "sandbox")
         if self._cached_layer(st, key, created_by):
@@ -963,6 +963,12 @@ class _Builder:
                 shutil.rmtree(t, ignore_errors=True)
 
         return out, cleanup
+
+
+def _run_command_string(argv: list[str], args: Mapping[str, str | None], env: Mapping[str, str]) -> str:
+    """BuildKit's ``runCommandString``: ``|N K=V ...`` for the stage's declared ARGs, then argv."""
+    pairs = [f"{k}={env[k] if k in env else (v or '')}" for k, v in args.items()]
+    return " ".join(([f"|{len(pairs)}", *pairs] if pairs else []) + argv)
 
 
 class _SingleFileFS:

@@ -13,13 +13,13 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from layerkit.build.builder import build
-from layerkit.tarfs.reader import iter_entries
 from layerkit.transport import open_image
 
 pytestmark = pytest.mark.docker
@@ -45,18 +45,26 @@ def _context(case: str, tmp: Path) -> Path:
 
 def docker_build(docker_cli: str, ctx: Path, tag: str, *, buildkit: bool, tmp: Path) -> Any:
     env = {**os.environ, "DOCKER_BUILDKIT": "1" if buildkit else "0"}
-    subprocess.run([docker_cli, "build", "-q", "-t", tag, str(ctx)], check=True, env=env, capture_output=True)
+    subprocess.run([docker_cli, "build", "--network", "none", "-q", "-t", tag, str(ctx)], check=True, env=env, capture_output=True)
     archive = tmp / f"{tag.replace(':', '_').replace('/', '_')}.tar"
     subprocess.run([docker_cli, "save", "-o", str(archive), tag], check=True, capture_output=True)
     return open_image(f"docker-archive:{archive}")
 
 
 def entries(layer: Any) -> dict[str, tuple[Any, ...]]:
+    """Every member of a layer (read with the stdlib, independent of layerkit's reader). Whiteouts
+    compare by name only: Docker writes them 0600, layerkit 0644 — both mean "deleted"."""
     out = {}
-    with layer.open_tar() as tar:
-        for e, content in iter_entries(tar):
-            digest = hashlib.sha256(content.read()).hexdigest()[:16] if content is not None else ""
-            out[e.path] = (e.type.value, oct(e.mode), e.uid, e.gid, e.size, digest, e.linkname)
+    with layer.open_tar() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for m in tar:
+            name = m.name.rstrip("/")
+            if "/.wh." in f"/{name}":
+                out[name] = ("whiteout",)
+                continue
+            data = tar.extractfile(m) if m.isfile() else None
+            digest = hashlib.sha256(data.read()).hexdigest()[:16] if data is not None else ""
+            kind = {tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink"}.get(m.type, "file")
+            out[name] = (kind, oct(m.mode & 0o7777), m.uid, m.gid, m.size, digest, m.linkname)
     return out
 
 
@@ -65,20 +73,39 @@ def config_fields(image: Any) -> dict[str, Any]:
     return {k: cfg.get(k) or None for k in CONFIG_FIELDS}
 
 
-def assert_same_image(ours: Any, theirs: Any, *, skip_layers: frozenset[int] = frozenset()) -> None:
+def _drop_run_stub_parent(theirs: dict[str, tuple[Any, ...]], ours: dict[str, tuple[Any, ...]]) -> None:
+    """BuildKit's runc mounts /etc/hosts, /etc/resolv.conf and /etc/hostname into every RUN; the
+    stubs are removed afterwards but leave ``etc`` itself in the diff (a known executor detail,
+    see the report) — ignore that lone directory entry and nothing else."""
+    if "etc" in theirs and "etc" not in ours and not any(p.startswith("etc/") for p in theirs):
+        del theirs["etc"]
+
+
+def assert_same_image(ours: Any, theirs: Any) -> None:
     assert len(ours.layers) == len(theirs.layers), [h.created_by for h in theirs.config.history]
+    run_layers = [i for i, h in enumerate(h for h in theirs.config.history if not h.empty_layer)
+                  if h.created_by.startswith("RUN ")]
     for i, (a, b) in enumerate(zip(ours.layers, theirs.layers)):
-        if i in skip_layers:
-            continue
-        assert entries(a) == entries(b), f"layer {i}: {theirs.config.history}"
+        mine, docker = entries(a), entries(b)
+        if i in run_layers:
+            _drop_run_stub_parent(docker, mine)
+        assert mine == docker, f"layer {i}: {[h.created_by for h in theirs.config.history]}"
     assert config_fields(ours) == config_fields(theirs)
     assert ours.config.author == theirs.config.author
 
 
-@pytest.mark.parametrize("case", ["metadata", "copy", "chmod"])
+@pytest.mark.parametrize("case", ["metadata", "copy", "chmod", "run"])
 def test_same_as_buildkit(case: str, docker_cli: str, docker_base: str, alpine_image_oci: Path, tmp_path: Path,
                           layerkit_home: Path) -> None:
     ctx = _context(case, tmp_path)
+    if case == "run":
+        from layerkit.build.executor import select_executor
+        from layerkit.errors import ExecutorUnavailableError
+
+        try:
+            select_executor()
+        except ExecutorUnavailableError as exc:
+            pytest.skip(f"no RUN executor here: {exc}")
     theirs = docker_build(docker_cli, ctx, f"layerkit-vs-bk-{case}:1", buildkit=True, tmp=tmp_path)
     ours = build(ctx, build_args={"BASE": f"oci:{alpine_image_oci}:3.20"}).image
     assert_same_image(ours, theirs)
