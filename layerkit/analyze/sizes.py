@@ -51,28 +51,31 @@ ProgressHook = Callable[[int, int, int], None]
 
 
 class _Counter:
-    """Pass-through reader that counts bytes (and reports them) without buffering."""
+    """Pass-through reader that counts bytes (and reports them) without buffering; ``eof`` turns
+    true once the underlying stream has returned its end."""
 
-    __slots__ = ("_hook", "_raw", "count")
+    __slots__ = ("_hook", "_raw", "count", "eof")
 
     def __init__(self, raw: Any, hook: Callable[[int], None] | None = None) -> None:
         self._raw = raw
         self.count = 0
+        self.eof = False
         self._hook = hook
 
     def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
+        data: bytes = self._raw.read(n)
         self.count += len(data)
-        if self._hook is not None and data:
-            self._hook(self.count)
-        return data  # type: ignore[no-any-return]
+        if data:
+            if self._hook is not None:
+                self._hook(self.count)
+        elif n != 0:
+            self.eof = True
+        return data
 
     def readinto(self, b: Any) -> int:
-        n: int = self._raw.readinto(b)
-        self.count += n
-        if self._hook is not None and n:
-            self._hook(self.count)
-        return n
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         self._raw.close()
@@ -89,6 +92,8 @@ class MeteredLayer:
         self.uncompressed_size: int | None = None
 
     def open_tar(self) -> BinaryIO:
+        """The tar stream, blob digest verified; the diff ID is verified too unless the blob *is*
+        the tar (uncompressed layers: digest == diff ID, so one hash proves both)."""
         layer = self.layer
         hook = None
         if self._progress is not None and self.uncompressed_size is None:
@@ -96,22 +101,25 @@ class MeteredLayer:
             hook = lambda n: progress(idx, n, total)
         blob = _Counter(layer.open(), hook)
         tar = _Counter(open_decompressed(blob, what=f"layer {layer.index}"))  # type: ignore[arg-type]
-        return _MeteredTar(self, tar, blob)  # type: ignore[return-value]
+        verified: Any = tar
+        if layer.diff_id != layer.digest:
+            verified = VerifyingReader(tar, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",  # type: ignore[arg-type]
+                                       source=layer._image.source.name)
+        return _MeteredTar(self, verified, tar, blob)  # type: ignore[return-value]
 
 
-class _MeteredTar(VerifyingReader):
-    """The verified tar stream; on close after a verified EOF it records the tar's byte count."""
+class _MeteredTar:
+    """The tar stream handed to the union; on close after EOF it records the tar's byte count."""
 
-    def __init__(self, meter: MeteredLayer, tar: _Counter, blob: _Counter) -> None:
-        layer = meter.layer
-        super().__init__(tar, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",  # type: ignore[arg-type]
-                         source=layer._image.source.name)
-        self._meter, self._tar, self._blob = meter, tar, blob
+    def __init__(self, meter: MeteredLayer, reader: Any, tar: _Counter, blob: _Counter) -> None:
+        self._meter, self._reader, self._tar, self._blob = meter, reader, tar, blob
+        self.read = reader.read
+        self.readinto = reader.readinto
 
     def close(self) -> None:
-        if self._done and self._meter.uncompressed_size is None:
+        if self._tar.eof and self._meter.uncompressed_size is None:
             self._meter.uncompressed_size = self._tar.count
-        super().close()
+        self._reader.close()
         self._blob.close()
 
 
