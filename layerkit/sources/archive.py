@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Self
 from .. import mediatypes as mt
 from ..digest import CHUNK, Digest, sha256_bytes
 from ..errors import (
+    BlobNotFoundError,
     DigestMismatchError,
     ImageNotFoundError,
     InvalidDigestError,
@@ -135,8 +136,6 @@ class ArchiveSource:
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         member = self._by_digest.get(str(descriptor.digest))
         if member is None:
-            from ..errors import BlobNotFoundError
-
             raise BlobNotFoundError(descriptor.digest, self.name)
         m = self._members[member]
         return _MemberReader(self.file.fileno(), m.offset, m.size)  # type: ignore[return-value]
