@@ -29,12 +29,25 @@ from typing import Any
 
 from .. import mediatypes as mt
 from ..digest import Digest, sha256_file
-from ..errors import BuildError, DockerfileSyntaxError, ExecutorUnavailableError, LayerkitError, StepFailedError
+from ..errors import (
+    BuildError,
+    DockerfileSyntaxError,
+    ExecutorUnavailableError,
+    LayerkitError,
+    StepFailedError,
+)
 from ..image import Image
 from ..spec import History, Platform, host_platform
 from .cache import CacheRecord, StepCache, cache_key
 from .context import BuildContext
-from .copy import CopyPlanner, CopyRequest, CopySourceError, ImageFS, fingerprint_sources, parse_chmod
+from .copy import (
+    CopyPlanner,
+    CopyRequest,
+    CopySourceError,
+    ImageFS,
+    fingerprint_sources,
+    parse_chmod,
+)
 from .dockerfile import instructions as ins
 from .dockerfile.parser import go_quote
 from .dockerignore import ignore_file_for, read_ignore_file
@@ -42,7 +55,7 @@ from .executor import Mount, RunOutcome, RunRequest, select_executor
 from .state import DEFAULT_PATH, BuildState, LayerFactory, format_time, scratch_config
 from .users import UnknownUserError, resolve_chown, resolve_user
 
-__all__ = ["build", "BuildResult", "BuildEvent", "Secret", "parse_secret"]
+__all__ = ["BuildEvent", "BuildResult", "Secret", "build", "parse_secret"]
 
 COMMENT = "buildkit.dockerfile.v0"
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
@@ -683,7 +696,7 @@ class _Builder:
 
     def _dest(self, st: _Stage, raw: str) -> str:
         wd = st.state.config.config.get("WorkingDir") or "/"
-        keep = raw.endswith("/") or raw == "." or raw.endswith("/.")
+        keep = raw == "." or raw.endswith(("/", "/."))
         full = raw if raw.startswith("/") else posixpath.join(wd, raw)
         clean = posixpath.normpath(full)
         clean = "/" + clean.lstrip("/")
@@ -714,7 +727,7 @@ class _Builder:
                                    "must be a directory and end with a /")
         dest = self._dest(st, dest_raw)
         urls = [s for s in sources if s.startswith(("http://", "https://"))]
-        gits = [s for s in sources if s.startswith("git@") or s.endswith(".git") or s.startswith("git://")]
+        gits = [s for s in sources if s.startswith(("git@", "git://")) or s.endswith(".git")]
         if not add and (urls or gits):
             raise self.fail(instr, "source can't be a URL for COPY; use ADD for URLs")
         if gits:
@@ -802,7 +815,7 @@ class _Builder:
                 name = base
         path = spool / f"{len(list(spool.iterdir()))}-{name}"
         try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:
                 shutil.copyfileobj(resp, out, 1 << 20)
                 modified = resp.headers.get("Last-Modified")
         except OSError as exc:
@@ -967,7 +980,7 @@ class _Builder:
 
 def _run_command_string(argv: list[str], args: Mapping[str, str | None], env: Mapping[str, str]) -> str:
     """BuildKit's ``runCommandString``: ``|N K=V ...`` for the stage's declared ARGs, then argv."""
-    pairs = [f"{k}={env[k] if k in env else (v or '')}" for k, v in args.items()]
+    pairs = [f"{k}={env.get(k, v or '')}" for k, v in args.items()]
     return " ".join(([f"|{len(pairs)}", *pairs] if pairs else []) + argv)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..digest import Digest
+from ..errors import LayerkitError
 from ..spec import Descriptor, canonical_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +48,7 @@ class CacheRecord:
         return {"layer": self.layer.to_json(), "diff_id": str(self.diff_id), "created": self.created}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "CacheRecord":
+    def from_json(cls, doc: dict[str, Any]) -> CacheRecord:
         created = str(doc.get("created") or "")
         if doc.get("layer") is None:
             return cls(None, None, created)
@@ -58,7 +59,7 @@ class StepCache:
     """Lookups and inserts; ``enabled=False`` (``--no-cache``) misses every lookup but still
     records results, so the next cached build reuses them."""
 
-    def __init__(self, store: "LocalStore", *, enabled: bool = True) -> None:
+    def __init__(self, store: LocalStore, *, enabled: bool = True) -> None:
         self.store = store
         self.enabled = enabled
         self.dir = Path(store.cache_dir) / "steps"
@@ -71,10 +72,8 @@ class StepCache:
             return None
         try:
             record = CacheRecord.from_json(json.loads(self._path(key).read_text()))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        except Exception:  # a malformed record is a miss, never a failed build
-            return None
+        except (OSError, ValueError, KeyError, TypeError, LayerkitError):
+            return None  # a missing or malformed record is a miss, never a failed build
         if record.layer is not None and not self.store.has_blob(record.layer.digest):
             return None
         return record

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..digest import Digest, sha256_file
-from ..errors import BuildError
+from ..errors import BuildError, LayerkitError
 from ..tarfs.entry import Entry
 from ..tarfs.tree import entry_from_stat, read_xattrs
 from .dockerignore import PatternMatcher
 
-__all__ = ["BuildContext", "StatCache", "MAX_SYMLINKS"]
+__all__ = ["MAX_SYMLINKS", "BuildContext", "StatCache"]
 
 MAX_SYMLINKS = 255
 _CACHE_VERSION = 1
@@ -148,7 +148,7 @@ class BuildContext:
         link = os.readlink(self.host(rel)) if stat.S_ISLNK(st.st_mode) else ""
         try:
             entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(self.host(rel), st))
-        except Exception as exc:  # sockets and the like cannot go into a layer
+        except LayerkitError as exc:  # sockets and the like cannot go into a layer
             raise BuildError(f"reading {rel!r} from the build context: {exc}") from None
         entry.uid = entry.gid = 0
         return entry
@@ -164,9 +164,7 @@ class BuildContext:
         with os.scandir(self.host(rel)) as it:
             for d in it:
                 child = base + d.name
-                if not self.ignore or not self.excluded(child):
-                    out.append(d.name)
-                elif d.is_dir(follow_symlinks=False) and self.ignore.may_include_below(child):
+                if not self.ignore or not self.excluded(child) or d.is_dir(follow_symlinks=False) and self.ignore.may_include_below(child):
                     out.append(d.name)
         out.sort(key=lambda n: n.encode("utf-8", "surrogateescape"))
         return out

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from ..digest import Digest
 from ..errors import BuildError, LayerkitError
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.paths import clean_member
@@ -45,17 +44,17 @@ from ..tarfs.writer import LayerWriter, layer_order_key
 from .dockerignore import PatternMatcher, go_match, has_wildcards
 
 __all__ = [
-    "SourceFS",
-    "ImageFS",
-    "CopyRequest",
-    "CopyPlanner",
     "CopyPlan",
+    "CopyPlanner",
+    "CopyRequest",
     "CopySourceError",
+    "ImageFS",
+    "SourceFS",
     "apply_chmod",
-    "parse_chmod",
     "expand_wildcards",
     "fingerprint_sources",
     "is_archive",
+    "parse_chmod",
 ]
 
 MAX_SYMLINKS = 255
@@ -103,7 +102,7 @@ class ImageFS:
             node = self.union.stat(path)
         except (OSError, LayerkitError):
             return None
-        e = node.entry
+        e: Entry = node.entry
         entry = replace(e, path=node.path, xattrs=dict(e.xattrs))
         if e.type is EntryType.HARDLINK:  # materialised: the link target may not be copied along
             entry.type, entry.linkname, entry.size = EntryType.FILE, "", node.size
@@ -302,20 +301,16 @@ def _parents_split(pattern: str) -> tuple[str, str]:
 # -- archives ------------------------------------------------------------------------------------------
 
 
-def _decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
-    if head[:2] == b"\x1f\x8b":
-        import gzip
-
-        return lambda f: gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+def _decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO]:
+    """The decoder for an archive's first bytes: bzip2 and xz from the stdlib, gzip/zstd/plain
+    through tarfs (the one place codecs live)."""
     if head[:3] == b"BZh":
         return lambda f: bz2.BZ2File(f)  # type: ignore[return-value]
     if head[:6] == b"\xfd7zXZ\x00":
         return lambda f: lzma.LZMAFile(f)  # type: ignore[return-value]
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
+    from ..tarfs.compression import open_decompressed
 
-        return lambda f: zstandard.ZstdDecompressor().stream_reader(f)  # type: ignore[return-value]
-    return lambda f: f
+    return lambda f: open_decompressed(f)
 
 
 def _open_archive(fs: SourceFS, path: str) -> BinaryIO | None:
@@ -326,11 +321,10 @@ def _open_archive(fs: SourceFS, path: str) -> BinaryIO | None:
     opener = _decompressor(head)
     f.close()
     raw = fs.open(path)
-    assert opener is not None
     try:
         stream = opener(raw)
         block = stream.read(512)
-    except Exception:
+    except (OSError, EOFError, ValueError, LayerkitError):  # not in the format its magic claimed
         raw.close()
         return None
     if not _is_tar_header(block):
@@ -650,9 +644,8 @@ class CopyPlanner:
         if root is None:
             raise CopySourceError(f"{pattern!r} not found: no such file or directory in {fs.name}")
         rest_parts = [p for p in rest.split("/") if p not in ("", ".")]
-        if not has_wildcards(rest):
-            if fs.resolve(f"{root}/{rest}" if root != "." else rest) is None:
-                raise CopySourceError(f"{pattern!r} not found: no such file or directory in {fs.name}")
+        if not has_wildcards(rest) and fs.resolve(f"{root}/{rest}" if root != "." else rest) is None:
+            raise CopySourceError(f"{pattern!r} not found: no such file or directory in {fs.name}")
         base_target = self.mkdir_all(dest, req)
         found = self._walk_parents(fs, root, "", rest_parts, base_target, req, chmod, exclude)
         if not found and not has_wildcards(rest):

@@ -18,8 +18,15 @@ from pathlib import Path
 
 from ..errors import BuildError
 
-__all__ = ["PatternMatcher", "BadPatternError", "read_ignore_file", "parse_ignore", "go_match", "has_wildcards",
-           "ignore_file_for"]
+__all__ = [
+    "BadPatternError",
+    "PatternMatcher",
+    "go_match",
+    "has_wildcards",
+    "ignore_file_for",
+    "parse_ignore",
+    "read_ignore_file",
+]
 
 
 class BadPatternError(BuildError, ValueError):
@@ -202,7 +209,7 @@ class PatternMatcher:
     exclusions: bool = False
 
     @classmethod
-    def from_patterns(cls, patterns: list[str] | tuple[str, ...]) -> "PatternMatcher":
+    def from_patterns(cls, patterns: list[str] | tuple[str, ...]) -> PatternMatcher:
         pm = cls()
         for raw in patterns:
             p = raw.strip()

@@ -75,7 +75,7 @@ class Mount:
     type: str
     target: str
     host_path: Path | None = None
-    image: "Image | None" = None
+    image: Image | None = None
     source: str = "/"
     readonly: bool = True
     sharing: str = "shared"
@@ -98,14 +98,14 @@ class RunRequest:
     ``uid``/``gid``/``groups`` are resolved from the parent's ``/etc/passwd`` and ``/etc/group``.
     """
 
-    image: "Image"
+    image: Image
     argv: tuple[str, ...]
     env: tuple[str, ...]
     workdir: str
     uid: int
     gid: int
-    platform: "Platform"
-    store: "LocalStore"
+    platform: Platform
+    store: LocalStore
     groups: tuple[int, ...] = ()
     user: str = ""  # the USER text as written, for messages
     network: str = "default"  # "default" (the executor's choice, loopback-only sandbox is fine), "none", "host"
@@ -125,7 +125,7 @@ class RunOutcome:
 
     exit_code: int
     output_tail: str = ""
-    layer: "LayerResult | None" = None
+    layer: LayerResult | None = None
 
 
 @runtime_checkable

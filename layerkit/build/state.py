@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import mediatypes as mt
@@ -24,7 +24,7 @@ from ..tarfs.writer import LayerResult, LayerWriter
 if TYPE_CHECKING:  # pragma: no cover
     from ..store import LocalStore
 
-__all__ = ["BuildState", "LayerFactory", "DEFAULT_PATH", "format_time", "scratch_config"]
+__all__ = ["DEFAULT_PATH", "BuildState", "LayerFactory", "format_time", "scratch_config"]
 
 #: BuildKit's default PATH (``system.DefaultPathEnv`` on Linux).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,7 +33,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def format_time(epoch_ns: int) -> str:
     """RFC 3339 in UTC like Go's ``time.RFC3339Nano`` (trailing zeros of the fraction dropped)."""
     seconds, ns = divmod(epoch_ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     frac = f".{ns:09d}".rstrip("0") if ns else ""
     return f"{base}{frac}Z"
 
@@ -49,7 +49,7 @@ class LayerFactory:
     """Writes one layer blob into the store with the build's compression and SOURCE_DATE_EPOCH;
     the ``write_layer`` callback executors receive."""
 
-    def __init__(self, store: "LocalStore", compression: mt.Compression, source_date_epoch: int | None) -> None:
+    def __init__(self, store: LocalStore, compression: mt.Compression, source_date_epoch: int | None) -> None:
         self.store = store
         self.compression = compression
         self.source_date_epoch = source_date_epoch
@@ -70,7 +70,7 @@ class LayerFactory:
 class _StateSource:
     """Blob source of a state's ``Image``: config bytes in memory, layers from the store or the base."""
 
-    def __init__(self, store: "LocalStore", config: bytes, fallbacks: dict[Digest, Image]) -> None:
+    def __init__(self, store: LocalStore, config: bytes, fallbacks: dict[Digest, Image]) -> None:
         self.name = f"build in {store.name}"
         self._store = store
         self._config = config
@@ -94,7 +94,7 @@ class _StateSource:
 class BuildState:
     """Config + layers of one stage while it is being built."""
 
-    store: "LocalStore"
+    store: LocalStore
     config: ImageConfig
     layers: list[Descriptor] = field(default_factory=list)
     #: where base layers not (yet) in the store are read from
@@ -104,7 +104,7 @@ class BuildState:
     _image: Image | None = None
 
     @classmethod
-    def from_image(cls, store: "LocalStore", image: Image) -> "BuildState":
+    def from_image(cls, store: LocalStore, image: Image) -> BuildState:
         layers = [
             Descriptor(mt.layer_media_type(layer.compression), layer.digest, layer.size)
             for layer in image.layers

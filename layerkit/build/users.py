@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["UnknownUserError", "ResolvedUser", "resolve_chown", "resolve_user", "parse_passwd", "parse_group"]
+__all__ = ["ResolvedUser", "UnknownUserError", "parse_group", "parse_passwd", "resolve_chown", "resolve_user"]
 
 #: ``read(path) -> bytes | None``: the file's content in the image, None when absent.
 ReadFile = Callable[[str], "bytes | None"]

@@ -283,7 +283,7 @@ def test_add_extracts_local_archives_and_downloads_urls(tmp_path: Path, layerkit
     payload = b"downloaded\n"
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
@@ -416,8 +416,8 @@ def test_without_epoch_created_is_now(tmp_path: Path, layerkit_home: Path, monke
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     ctx = make_context(tmp_path / "ctx", "FROM scratch\nLABEL a=b\n")
     created = config_of(build(ctx))["created"]
-    when = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
-    assert abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) < 60
+    when = datetime.datetime.fromisoformat(created)
+    assert abs((datetime.datetime.now(datetime.UTC) - when).total_seconds()) < 60
 
 
 # -- outputs ---------------------------------------------------------------------------------------------

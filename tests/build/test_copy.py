@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from layerkit.build.context import BuildContext
-from layerkit.build.copy import CopyPlanner, CopyRequest, CopySourceError, apply_chmod, parse_chmod
+from layerkit.build.copy import (
+    CopyPlanner,
+    CopyRequest,
+    CopySourceError,
+    apply_chmod,
+    parse_chmod,
+)
 from layerkit.errors import BuildError
 from layerkit.tarfs.entry import EntryType
 from layerkit.transport import open_image

@@ -134,7 +134,7 @@ def test_same_files_and_config_as_the_classic_builder(case: str, docker_cli: str
             if " COPY " in f" {text}" or " ADD " in f" {text}":
                 key = text.replace("/bin/sh -c #(nop) ", "").replace(" # buildkit", "").split(" in ")[0]
                 out[key.split(" ")[0] + str(i)] = {p: v[:5] for p, v in entries(image.layers[i]).items()
-                                                   if not v[0] == "dir"}
+                                                   if v[0] != "dir"}
             i += 1
         return out
 
@@ -152,6 +152,6 @@ def test_layerkit_image_loads_and_runs_in_docker(docker_cli: str, docker_base: s
           outputs=[f"type=docker,dest={archive},name=layerkit-built:copy"])
     subprocess.run([docker_cli, "load", "-i", str(archive)], check=True, capture_output=True)
     run = subprocess.run([docker_cli, "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh",
-                          "layerkit-built:copy", "-c", "cat /work/a.txt /unpacked/inner/f.txt && b.sh && "
-                          "stat -c '%U %G' /own/a.txt"], check=True, capture_output=True, text=True)
+                          "layerkit-built:copy", "-c", ("cat /work/a.txt /unpacked/inner/f.txt && b.sh && "
+                          "stat -c '%U %G' /own/a.txt")], check=True, capture_output=True, text=True)
     assert run.stdout.split("\n") == ["hello", "inside", "hi", "nobody nogroup", ""]
