@@ -8,6 +8,7 @@ class, prints its message and exits 1. Messages are lower-case, "doing X: cause"
 
     LayerkitError
     ├── InvalidReferenceError (ValueError)
+    ├── ConfigError                   a bad layerkit settings file (e.g. .layerkit-ci.yaml)
     ├── DigestError
     │   ├── InvalidDigestError (ValueError)
     │   └── DigestMismatchError
@@ -38,6 +39,7 @@ from __future__ import annotations
 __all__ = [
     "LayerkitError",
     "InvalidReferenceError",
+    "ConfigError",
     "DigestError",
     "InvalidDigestError",
     "DigestMismatchError",
@@ -70,6 +72,10 @@ class LayerkitError(Exception):
 
 class InvalidReferenceError(LayerkitError, ValueError):
     """An image or transport reference that does not parse."""
+
+
+class ConfigError(LayerkitError, ValueError):
+    """A settings file layerkit reads (``.layerkit-ci.yaml``…) that does not parse; names file:line."""
 
 
 class DigestError(LayerkitError):

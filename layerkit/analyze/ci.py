@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import LayerkitError
+from ..errors import ConfigError
 from .waste import DiveFigures
 
 __all__ = ["CONFIG_FILE", "CiRules", "RuleResult", "evaluate", "load_rules", "parse_bytes", "parse_percent"]
@@ -60,7 +60,7 @@ def parse_bytes(text: str) -> int | None:
         return None
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
-        raise LayerkitError(f"reading the wasted-bytes threshold: {text!r} is not a size; use e.g. 20MB or 1048576")
+        raise ConfigError(f"reading the wasted-bytes threshold: {text!r} is not a size; use e.g. 20MB or 1048576")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
@@ -70,7 +70,7 @@ def _number(text: str, what: str) -> float | None:
     try:
         return float(text.strip().rstrip("%"))
     except ValueError:
-        raise LayerkitError(f"reading the {what} threshold: {text!r} is not a number") from None
+        raise ConfigError(f"reading the {what} threshold: {text!r} is not a number") from None
 
 
 def parse_percent(text: str) -> float | None:
@@ -91,7 +91,7 @@ def _read_yaml_subset(path: Path) -> dict[str, str]:
             continue
         key, sep, value = line.strip().partition(":")
         if not sep:
-            raise LayerkitError(f"reading {path.name}:{lineno}: expected 'key: value'")
+            raise ConfigError(f"reading {path.name}:{lineno}: expected 'key: value'")
         value = value.strip().strip("'\"")
         if key == "rules" and not value:
             continue  # dive's layout nests the rules one level down
@@ -115,7 +115,7 @@ def load_rules(path: Path | None = None, base: CiRules | None = None) -> CiRules
         elif key == "highestUserWastedPercent":
             rules = replace(rules, max_wasted_ratio=parse_ratio(value, "user wasted percent"))
         else:
-            raise LayerkitError(
+            raise ConfigError(
                 f"reading {path.name}: unknown key {key!r}; use min-efficiency, max-wasted-bytes or max-wasted-percent"
             )
     return rules
