@@ -258,8 +258,18 @@ class DockerExecutor:
             detach=True,
         )
         cleanup.append(lambda: container.remove(force=True, v=True))
-        container.start()
         tail = OutputTail(output)
+        import docker.errors
+
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            if "exec" not in str(exc.explanation or exc):
+                raise
+            # argv[0] cannot be executed: a step failure the user fixes, as a shell's 127
+            message = f"running {request.argv[0]!r}: {exc.explanation or exc}\n"
+            output(message.encode())
+            return RunOutcome(exit_code=127, output_tail=message)
         for chunk in container.logs(stream=True, follow=True):
             tail.feed(chunk)
         code = int(container.wait().get("StatusCode", 1))
@@ -267,6 +277,9 @@ class DockerExecutor:
             return RunOutcome(exit_code=code, output_tail=tail.text())
         committed = container.commit(repository="layerkit-exec-step", tag=uuid.uuid4().hex[:16])
         cleanup.append(lambda: client.images.remove(committed.id, force=True))
+        before = client.images.get(parent).attrs["RootFS"].get("Layers") or []
+        if committed.attrs["RootFS"].get("Layers", []) == before:
+            return RunOutcome(exit_code=0, output_tail=tail.text())  # the Engine adds no layer for no change
         entries = self._top_layer(committed, request, work)
         if not entries:
             return RunOutcome(exit_code=0, output_tail=tail.text())

@@ -277,7 +277,7 @@ def _setup(spec: dict[str, Any]) -> None:
             opts = "mode=1777" + (f",size={m['size']}" if m.get("size") else "")
             mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV, opts)
             continue
-        src = m["source"]
+        src = m.get("source", "")
         if m["kind"] == "overlay":  # rw bind of a directory: writes land in a throwaway upper
             mount("overlay", m["mountpoint"], "overlay", 0, m["options"])
             src = os.path.join(m["mountpoint"], m.get("subpath", "").lstrip("/"))

@@ -88,11 +88,12 @@ def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str =
                 root.mknod(path, "char" if t is EntryType.CHAR else "block", entry.mode, entry.devmajor, entry.devminor)
             elif t is EntryType.FIFO:
                 root.mkfifo(path, entry.mode)
-            for key, value in entry.xattrs.items():
-                root.setxattr(path, key, value)
             if t is not EntryType.DIR:
                 root.chown(path, entry.uid, entry.gid)
                 root.chmod(path, entry.mode)  # after chown, which clears setuid/setgid
+            for key, value in entry.xattrs.items():  # after chown, which clears security.capability
+                root.setxattr(path, key, value)
+            if t is not EntryType.DIR:
                 root.utimens(path, entry.mtime_ns, entry.mtime_ns)
         for path, mode, uid, gid, mtime_ns in reversed(dirs):
             root.chown(path if path != "." else "", uid, gid)

@@ -1,0 +1,100 @@
+"""Helpers for the RUN executor tests: the builder's ``write_layer`` contract, a ``run_step`` that
+returns the outcome plus the layer's entries, and the merged view of a base image plus step layers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from layerkit.build.executor import Mount, RunOutcome, RunRequest
+from layerkit.mediatypes import Compression
+from layerkit.spec import host_platform
+from layerkit.store import LocalStore
+from layerkit.tarfs.compression import open_decompressed
+from layerkit.tarfs.entry import Entry
+from layerkit.tarfs.reader import iter_layer
+from layerkit.tarfs.writer import LayerResult, LayerWriter
+
+EXECUTORS = ("native", "rootless", "docker")
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def make_write_layer(store: LocalStore) -> Any:
+    """The builder's contract: a LayerWriter on a store blob writer; nothing committed if fill raises."""
+
+    def write_layer(fill: Any) -> LayerResult:
+        with store.blob_writer() as sink:
+            writer = LayerWriter(sink, Compression.GZIP)
+            try:
+                fill(writer)
+            except BaseException:
+                writer.abort()
+                raise
+            result = writer.close()
+            sink.commit(result.digest)
+        return result
+
+    return write_layer
+
+
+def load_executor(name: str) -> Any:
+    executor = importlib.import_module(f"layerkit.build.executors.{name}").create_executor()
+    reason = executor.unavailable()
+    if reason:
+        pytest.skip(f"executor {name} cannot run here: {reason}")
+    return executor
+
+
+@dataclass
+class Step:
+    outcome: RunOutcome
+    output: bytes
+    entries: dict[str, Entry] = field(default_factory=dict)
+    content: dict[str, bytes] = field(default_factory=dict)
+    blob: bytes = b""
+
+    def sha(self, path: str) -> str:
+        return hashlib.sha256(self.content[path]).hexdigest()
+
+
+class StoredLayer:
+    """A layer blob in the store as :class:`layerkit.union.Union` wants it."""
+
+    def __init__(self, store: LocalStore, result: LayerResult) -> None:
+        self.store, self.digest = store, result.digest
+
+    def open_tar(self) -> Any:
+        return open_decompressed(self.store.open_blob(self.digest))
+
+
+def run_step(executor: Any, store: LocalStore, image: Any, script: str, *, argv: tuple[str, ...] | None = None,
+             env: tuple[str, ...] = (PATH,), workdir: str = "/", uid: int = 0, gid: int = 0,
+             groups: tuple[int, ...] = (), network: str = "none", mounts: tuple[Mount, ...] = ()) -> Step:
+    chunks: list[bytes] = []
+    request = RunRequest(
+        image=image, argv=argv or ("/bin/sh", "-c", script), env=env, workdir=workdir, uid=uid, gid=gid,
+        groups=groups, platform=host_platform(), store=store, network=network, mounts=mounts,
+        step=f"RUN {script}", location="Dockerfile:2",
+    )
+    outcome = executor.run(request, write_layer=make_write_layer(store), output=chunks.append)
+    step = Step(outcome, b"".join(chunks))
+    if outcome.layer is not None:
+        with store.open_blob(outcome.layer.digest) as f:
+            step.blob = f.read()
+        with store.open_blob(outcome.layer.digest) as f:
+            for entry, content in iter_layer(f):
+                step.entries[entry.path] = entry
+                if content is not None:
+                    step.content[entry.path] = content.read()
+    return step
+
+
+def union_with(image: Any, store: LocalStore, *results: LayerResult) -> Any:
+    """The merged view of ``image`` plus the step layers."""
+    from layerkit.union import Union
+
+    return Union([*image.layers, *(StoredLayer(store, r) for r in results)])
