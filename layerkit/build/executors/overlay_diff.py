@@ -96,12 +96,10 @@ def overlay_changes(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str |
             continue
         raw = entry.xattrs
         entry.xattrs = {k: v for k, v in raw.items() if DEFAULT_XATTR_FILTER(k)}
-        if entry.type is EntryType.CHAR or entry.type is EntryType.HARDLINK:
-            # whiteouts may share one inode (the kernel's whiteout cache): walk_tree then calls the
-            # later ones hard links
-            if is_overlay_whiteout(os.lstat(host)):
-                cs.whiteout(path)
-                continue
+        # whiteouts may share one inode (the kernel's whiteout cache): walk_tree calls later ones hard links
+        if entry.type in (EntryType.CHAR, EntryType.HARDLINK) and is_overlay_whiteout(os.lstat(host)):
+            cs.whiteout(path)
+            continue
         if entry.type is EntryType.DIR:
             if _is_opaque(host, raw):
                 cs.add(entry, host)
