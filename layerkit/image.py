@@ -8,13 +8,14 @@ Sources implement the tiny ``BlobSource`` protocol; everything else is shared he
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from . import mediatypes as mt
-from .digest import Digest, VerifyingReader
-from .errors import ManifestError
+from .digest import CHUNK, Digest, VerifyingReader
+from .errors import LayerkitError, ManifestError, TarFormatError
 from .spec import Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids
 
 __all__ = ["BlobSource", "Image", "Layer", "ImageSink"]
@@ -81,12 +82,60 @@ class Layer:
     def open_tar(self) -> BinaryIO:
         """The uncompressed tar stream. Compression is sniffed from the bytes, not the media type;
         the compressed digest is checked as the stream is consumed, the diff ID at EOF."""
+        return _LayerTar(self)  # type: ignore[return-value]
+
+
+class _LayerTar:
+    """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams, the
+    tar against ``diff_id`` at EOF. Closing it closes the blob. When the codec fails, the rest of the
+    blob is read first, so a corrupt blob is reported as what it is (a digest mismatch naming the blob)
+    rather than as a CRC or codec error."""
+
+    def __init__(self, layer: Layer) -> None:
         from .tarfs.compression import open_decompressed
 
-        blob = self.open()
-        tar = open_decompressed(blob)
-        return VerifyingReader(tar, self.diff_id, what=f"layer {self.index} uncompressed tar (diff ID)",  # type: ignore[arg-type]
-                               source=self._image.source.name)
+        self._blob = layer.open()
+        try:
+            self._tar = open_decompressed(self._blob, compressed_size=layer.size, what=f"layer {layer.digest}")
+        except LayerkitError:
+            self._drain_blob()
+            raise
+        self._verified = VerifyingReader(
+            self._tar, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",
+            source=layer._image.source.name,
+        )
+
+    def _drain_blob(self) -> None:
+        with contextlib.suppress(TarFormatError):
+            while self._blob.read(CHUNK):
+                pass
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._verified.read(n)
+        except TarFormatError:
+            self._drain_blob()
+            raise
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        for part in (getattr(self, "_tar", None), self._blob):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> "_LayerTar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Image:

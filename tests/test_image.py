@@ -1,0 +1,90 @@
+"""The Image/Layer model: lazy, verified, the same whatever the source."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from typing import BinaryIO
+
+import pytest
+
+from layerkit import mediatypes as mt
+from layerkit.digest import sha256_bytes
+from layerkit.errors import DigestMismatchError, ManifestError
+from layerkit.image import Image
+from layerkit.spec import Descriptor, ImageConfig, Manifest
+
+
+class DictSource:
+    """A BlobSource over a dict, counting opens (to prove laziness)."""
+
+    name = "memory"
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.opened: list[str] = []
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        self.opened.append(descriptor.digest)
+        return io.BytesIO(self.blobs[descriptor.digest])
+
+
+def layer_tar(payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("data")
+        info.size = len(payload)
+        t.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def make(payload: bytes = b"x" * 50_000, *, corrupt_layer: bool = False, extra_diff_id: bool = False):
+    tar = layer_tar(payload)
+    blob = gzip.compress(tar, mtime=0)
+    diff_ids = (sha256_bytes(tar),) + ((sha256_bytes(b"extra"),) if extra_diff_id else ())
+    cfg = ImageConfig(config={"Cmd": ["/bin/sh"]}, diff_ids=diff_ids).to_bytes()
+    stored = bytearray(blob)
+    if corrupt_layer:
+        stored[40] ^= 0xFF
+    source = DictSource({sha256_bytes(blob): bytes(stored), sha256_bytes(cfg): cfg})
+    manifest = Manifest(
+        mt.OCI_MANIFEST,
+        Descriptor(mt.OCI_CONFIG, sha256_bytes(cfg), len(cfg)),
+        (Descriptor(mt.OCI_LAYER_GZIP, sha256_bytes(blob), len(blob)),),
+    )
+    return Image(manifest, source, reference="test"), source, tar
+
+
+def test_nothing_is_read_until_asked() -> None:
+    image, source, _ = make()
+    assert image.digest.startswith("sha256:")
+    assert source.opened == []
+    assert image.config.config["Cmd"] == ["/bin/sh"]
+    assert len(source.opened) == 1  # the config only
+
+
+def test_open_tar_gives_the_verified_uncompressed_layer() -> None:
+    image, _, tar = make()
+    with image.layers[0].open_tar() as f:
+        assert f.read() == tar
+
+
+def test_a_corrupt_layer_blob_is_a_digest_error_not_a_codec_error() -> None:
+    image, _, _ = make(corrupt_layer=True)
+    with pytest.raises(DigestMismatchError, match=image.layers[0].digest):
+        image.layers[0].open_tar().read()
+
+
+def test_diff_ids_must_match_the_manifest_layers() -> None:
+    image, _, _ = make(extra_diff_id=True)
+    with pytest.raises(ManifestError, match="1 layers but the config has 2 diff IDs"):
+        image.layers  # noqa: B018 - the property is what raises
+
+
+def test_a_tampered_config_is_caught() -> None:
+    image, source, _ = make()
+    cfg = image.manifest.config.digest
+    source.blobs[cfg] = source.blobs[cfg].replace(b"/bin/sh", b"/bin/xx")
+    with pytest.raises(DigestMismatchError, match="config"):
+        image.config  # noqa: B018
