@@ -46,6 +46,19 @@ def _load(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+def _media_type(doc: Mapping[str, Any], what: str) -> str:
+    value = doc.get("mediaType") or ""
+    if not isinstance(value, str):
+        raise ManifestError(f"parsing {what}: mediaType is not a string")
+    return value
+
+
+def _annotations(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value or {}, Mapping):
+        raise ManifestError(f"parsing {what}: annotations is not an object")
+    return dict(value or {})
+
+
 def _digest(value: Any, what: str) -> Digest:
     if not isinstance(value, str):
         raise ManifestError(f"parsing {what}: digest missing or not a string")
@@ -129,20 +142,17 @@ class Descriptor:
         size = d.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"parsing {what}: size missing or invalid")
-        media_type = d.get("mediaType", "")
-        if not isinstance(media_type, str):
-            raise ManifestError(f"parsing {what}: mediaType is not a string")
         plat = d.get("platform")
-        annotations = d.get("annotations") or {}
-        if not isinstance(annotations, Mapping):
-            raise ManifestError(f"parsing {what}: annotations is not an object")
+        urls = d.get("urls") or []
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ManifestError(f"parsing {what}: urls is not a list of strings")
         return cls(
-            media_type=media_type,
+            media_type=_media_type(d, what),
             digest=_digest(d.get("digest"), what),
             size=size,
-            annotations=dict(annotations),
+            annotations=_annotations(d.get("annotations"), what),
             platform=Platform.from_json(plat) if isinstance(plat, Mapping) else None,
-            urls=tuple(d.get("urls") or ()),
+            urls=tuple(urls),
             artifact_type=str(d.get("artifactType", "") or ""),
         )
 
@@ -184,7 +194,7 @@ class Manifest:
             raise ManifestError(
                 f"parsing manifest: schemaVersion {doc.get('schemaVersion')!r} is not supported (only 2)"
             )
-        mtype = doc.get("mediaType") or media_type or mt.OCI_MANIFEST
+        mtype = _media_type(doc, "manifest") or media_type or mt.OCI_MANIFEST
         if mtype in mt.INDEX_TYPES or "manifests" in doc:
             raise ManifestError("parsing manifest: this is an index, not an image manifest")
         if mtype not in mt.MANIFEST_TYPES:
@@ -196,7 +206,7 @@ class Manifest:
             media_type=mtype,
             config=Descriptor.from_json(doc.get("config"), "manifest config descriptor"),
             layers=tuple(Descriptor.from_json(x, f"manifest layer {i}") for i, x in enumerate(layers)),
-            annotations=dict(doc.get("annotations") or {}),
+            annotations=_annotations(doc.get("annotations"), "manifest"),
             subject=Descriptor.from_json(doc["subject"], "subject") if doc.get("subject") else None,
             raw=raw,
         )
@@ -266,9 +276,9 @@ class Index:
         if not isinstance(manifests, list):
             raise ManifestError("parsing index: 'manifests' missing or not a list")
         return cls(
-            media_type=doc.get("mediaType") or media_type or mt.OCI_INDEX,
+            media_type=_media_type(doc, "index") or media_type or mt.OCI_INDEX,
             manifests=tuple(Descriptor.from_json(x, f"index entry {i}") for i, x in enumerate(manifests)),
-            annotations=dict(doc.get("annotations") or {}),
+            annotations=_annotations(doc.get("annotations"), "index"),
             raw=raw,
         )
 
@@ -303,7 +313,7 @@ class Index:
 
 def parse_manifest_or_index(raw: bytes, media_type: str = "") -> Manifest | Index:
     doc = _load(raw, "manifest")
-    mtype = doc.get("mediaType") or media_type
+    mtype = _media_type(doc, "manifest") or media_type
     if mtype in mt.INDEX_TYPES or (not mtype and "manifests" in doc):
         return Index.from_bytes(raw, mtype)
     return Manifest.from_bytes(raw, mtype)
