@@ -20,7 +20,7 @@ from .image import Image, ImageSink
 from .reference import DockerReference, TransportReference, parse_reference
 from .spec import Descriptor, Index, Platform, parse_manifest_or_index
 
-__all__ = ["open_image", "open_index", "open_sink", "resolved_from"]
+__all__ = ["open_image", "open_index", "open_sink", "resolved_from", "store_name"]
 
 FORMATS = ("oci", "docker")
 
@@ -303,6 +303,19 @@ def bare_to_registry(ref: str) -> str:
     """``push``'s destination: a name without transport means a registry, not the local store."""
     tref = parse_reference(ref)
     return f"docker://{tref.docker}" if tref.transport == "" and tref.docker is not None else ref
+
+
+def store_name(ref: str) -> str:
+    """The name ``pull`` tags in the local store: the reference's familiar name (``alpine:3.20``), or
+    for a docker-archive the NAME:TAG it was asked for."""
+    tref = parse_reference(ref)
+    if tref.docker is not None:
+        return tref.docker.familiar
+    if tref.transport == "docker-archive" and tref.name:
+        return DockerReference.parse(tref.name).familiar
+    raise InvalidReferenceError(
+        f"pulling {ref}: it carries no image name to tag in the store; use `layerkit copy {ref} NAME:TAG`"
+    )
 
 
 def docker_name(ref: str) -> DockerReference | None:

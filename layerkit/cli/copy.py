@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidReferenceError
 from ._common import (
     insecure_option,
     is_tty,
@@ -48,42 +47,24 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
         yield update
 
 
-def _run_copy(src: str, dst: str, *, platform: str | None, insecure: bool, fmt: str | None,
-              compression: str | None, as_json: bool, bare_src: bool, all_platforms: bool = False) -> None:
-    from ..ops.copy import copy_image, copy_index
-    from ..transport import open_image, open_index, open_sink, resolved_from
+def _run_copy(src: str, dst: str, *, as_json: bool, bare_src: bool = False, **options: Any) -> None:
+    from .. import api
 
-    index, images, origin = None, list[Any](), ""
-    if all_platforms:
-        index, images = open_index(src, insecure=insecure)
-    if index is None:
-        images = [open_image(src, platform=platform, insecure=insecure)]
-        origin = resolved_from(images[0])
-        if bare_src and not as_json:
-            click.echo(f"{src}: found in {origin}", err=True)
-    sink = open_sink(dst, insecure=insecure)
-    try:
-        with _progress_bar(is_tty() and not as_json) as progress:
-            if index is not None:
-                desc = copy_index(index, images, sink, format=fmt, compression=compression, progress=progress)
-            else:
-                desc = copy_image(images[0], sink, format=fmt, compression=compression, progress=progress)
-    except BaseException:
-        abort = getattr(sink, "abort", None)
-        (abort or sink.close)()
-        raise
-    sink.close()
+    with _progress_bar(is_tty() and not as_json) as progress:
+        result = api.copy(src, dst, progress=progress, **options)
+    if bare_src and not as_json:
+        click.echo(f"{src}: found in {result.resolved_from}", err=True)
     if as_json:
         print_json({
             "source": src,
-            "resolved_from": origin,
+            "resolved_from": result.resolved_from,
             "destination": dst,
-            "digest": str(desc.digest),
-            "media_type": desc.media_type,
-            "size": desc.size,
+            "digest": result.digest,
+            "media_type": result.descriptor.media_type,
+            "size": result.descriptor.size,
         })
     else:
-        click.echo(f"copied {src} → {dst} ({desc.digest})")
+        click.echo(f"copied {src} → {dst} ({result.digest})")
 
 
 def _is_bare(ref: str) -> bool:
@@ -110,21 +91,8 @@ def copy(src: str, dst: str, fmt: str | None, compression: str | None, platform:
     docker://REF, store:NAME, or a bare name: local store for DST; store → Docker Engine → registry for SRC)."""
     if all_platforms and platform:
         raise click.UsageError("--all-platforms and --platform exclude each other")
-    _run_copy(src, dst, platform=platform, insecure=insecure, fmt=fmt, compression=compression, as_json=as_json,
-              bare_src=_is_bare(src), all_platforms=all_platforms)
-
-
-def _store_name(ref: str) -> str:
-    from ..reference import DockerReference, parse_reference
-
-    tref = parse_reference(ref)
-    if tref.docker is not None:
-        return tref.docker.familiar
-    if tref.transport == "docker-archive" and tref.name:
-        return DockerReference.parse(tref.name).familiar
-    raise InvalidReferenceError(
-        f"pulling {ref}: it carries no image name to tag in the store; use `layerkit copy {ref} NAME:TAG`"
-    )
+    _run_copy(src, dst, platform=platform, insecure=insecure, format=fmt, compression=compression,
+              as_json=as_json, bare_src=_is_bare(src), all_platforms=all_platforms)
 
 
 @click.command()
@@ -135,11 +103,10 @@ def _store_name(ref: str) -> str:
 def pull(ref: str, platform: str | None, insecure: bool, as_json: bool) -> None:
     """Copy REF into the local store under its familiar name (a bare REF means a registry, as with
     `docker pull`; prefix docker-daemon:, oci:, docker-archive: for other sources)."""
-    from ..transport import bare_to_registry
+    from ..transport import bare_to_registry, store_name
 
-    name = _store_name(ref)
-    _run_copy(bare_to_registry(ref), f"store:{name}", platform=platform, insecure=insecure, fmt=None,
-              compression=None, as_json=as_json, bare_src=False)
+    _run_copy(bare_to_registry(ref), f"store:{store_name(ref)}", platform=platform, insecure=insecure,
+              as_json=as_json)
 
 
 @click.command()
@@ -152,5 +119,4 @@ def push(store_name: str, dest: str, fmt: str | None, insecure: bool, as_json: b
     """Push STORE_NAME from the local store to DEST (a registry reference, or any transport)."""
     from ..transport import bare_to_registry
 
-    _run_copy(f"store:{store_name}", bare_to_registry(dest), platform=None, insecure=insecure, fmt=fmt,
-              compression=None, as_json=as_json, bare_src=False)
+    _run_copy(f"store:{store_name}", bare_to_registry(dest), insecure=insecure, format=fmt, as_json=as_json)
