@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
 class Sample:
     seconds: float
+    #: the largest RSS of the command or any descendant it reaped (``wait4``'s ``ru_maxrss``); for a
+    #: client of a daemon (``docker build``) that is the client only
     peak_rss_mb: float
 
 
@@ -19,14 +21,22 @@ class CommandFailed(RuntimeError):
     pass
 
 
-def run_timed(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-              shell: bool = False) -> Sample:
-    """Run to completion; raise with the output tail when it fails (a benchmark of a failure is no figure)."""
+def run_timed(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    shell: bool = False,
+) -> Sample:
+    """Run to completion; raise with the output tail when it fails (a benchmark of a failure is no figure).
+
+    With ``shell`` the single string in ``argv`` runs under ``bash -o pipefail`` (floor pipelines).
+    """
     full_env = {**os.environ, **(env or {})}
+    cmd = ["/bin/bash", "-o", "pipefail", "-c", " ".join(argv)] if shell else list(argv)
     start = time.perf_counter()
     proc = subprocess.Popen(
-        argv if not shell else ["/bin/bash", "-o", "pipefail", "-c", " ".join(argv)],
-        env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd, env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert proc.stdout is not None
     output = proc.stdout.read()
@@ -35,13 +45,23 @@ def run_timed(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = output.decode(errors="replace")[-2000:]
-        raise CommandFailed(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
+        raise CommandFailed(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
     return Sample(seconds, usage.ru_maxrss / 1024)
 
 
-def run_quiet(argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True) -> str:
+def run_quiet(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True
+) -> str:
     """Untimed setup/cleanup step."""
-    r = subprocess.run(list(argv), env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    r = subprocess.run(
+        list(argv),
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if check and r.returncode != 0:
-        raise CommandFailed(f"{' '.join(argv)} exited {r.returncode}:\n{r.stderr[-2000:]}")
+        raise CommandFailed(
+            f"{' '.join(argv)} exited {r.returncode}:\n{r.stderr[-2000:]}"
+        )
     return r.stdout

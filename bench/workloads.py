@@ -20,7 +20,9 @@ class Workload:
     description: str
 
 
-def _write_files(root: Path, rng: random.Random, count: int, min_size: int, max_size: int) -> int:
+def _write_files(
+    root: Path, rng: random.Random, count: int, min_size: int, max_size: int
+) -> int:
     total = 0
     for i in range(count):
         d = root / f"d{i % 50:02d}" / f"s{(i // 50) % 20:02d}"
@@ -35,8 +37,30 @@ def _write_files(root: Path, rng: random.Random, count: int, min_size: int, max_
 
 
 _WORDS = [
-    "import", "return", "self", "layer", "digest", "config", "value", "index", "class", "def", "for", "in",
-    "while", "None", "True", "False", "image", "manifest", "blob", "tar", "entry", "path", "mode", "0o644",
+    "import",
+    "return",
+    "self",
+    "layer",
+    "digest",
+    "config",
+    "value",
+    "index",
+    "class",
+    "def",
+    "for",
+    "in",
+    "while",
+    "None",
+    "True",
+    "False",
+    "image",
+    "manifest",
+    "blob",
+    "tar",
+    "entry",
+    "path",
+    "mode",
+    "0o644",
 ]
 
 
@@ -58,8 +82,12 @@ def small_app(root: Path) -> Workload:
             "&& echo changed > /etc/motd && rm -f /etc/issue\n",
         )
         tmp.rename(ctx)
-    return Workload("small app", ctx, ctx / "app" / "d02" / "s00" / "f00002.txt",
-                    "Alpine base, 200 files (~2 MB) COPY + one RUN that writes, modifies and deletes")
+    return Workload(
+        "small app",
+        ctx,
+        ctx / "app" / "d02" / "s00" / "f00002.txt",
+        "Alpine base, 200 files (~2 MB) COPY + one RUN that writes, modifies and deletes",
+    )
 
 
 def big_context(root: Path, scale: float = 1.0) -> Workload:
@@ -75,12 +103,20 @@ def big_context(root: Path, scale: float = 1.0) -> Workload:
         for i in range(4):
             with open(blobs / f"asset{i}.bin", "wb") as f:
                 brng = random.Random(100 + i)
-                for _ in range(max(1, int(50 * scale))):
-                    f.write(brng.randbytes(chunk))  # incompressible
-        _dockerfile(tmp / "Dockerfile", "COPY . /srv\nRUN rm -rf /srv/src/d00 && echo built > /srv/BUILT\n")
+                f.writelines(
+                    brng.randbytes(chunk) for _ in range(max(1, int(50 * scale)))
+                )  # incompressible
+        _dockerfile(
+            tmp / "Dockerfile",
+            "COPY . /srv\nRUN rm -rf /srv/src/d00 && echo built > /srv/BUILT\n",
+        )
         tmp.rename(ctx)
-    return Workload("big context", ctx, ctx / "src" / "d03" / "s00" / "f00003.txt",
-                    f"{int(20_000 * scale)} files of 1-16 KB + {4 * max(1, int(50 * scale))} MB incompressible; COPY + RUN")
+    return Workload(
+        "big context",
+        ctx,
+        ctx / "src" / "d03" / "s00" / "f00003.txt",
+        f"{int(20_000 * scale)} files of 1-16 KB + {4 * max(1, int(50 * scale))} MB incompressible; COPY + RUN",
+    )
 
 
 def many_layers(root: Path, steps: int = 30) -> Workload:
@@ -101,11 +137,38 @@ def many_layers(root: Path, steps: int = 30) -> Workload:
             lines.append(f"RUN {cmd}")
         _dockerfile(tmp / "Dockerfile", "\n".join(lines) + "\n")
         tmp.rename(ctx)
-    return Workload("many layers", ctx, ctx / "seed.txt", f"{steps} RUN steps that write, overwrite and delete")
+    return Workload(
+        "many layers",
+        ctx,
+        ctx / "seed.txt",
+        f"{steps} RUN steps that write, overwrite and delete",
+    )
+
+
+def single_file(root: Path, mib: int) -> Workload:
+    """One incompressible file of ``mib`` MiB: the memory check (peak RSS must not grow with the layer)."""
+    ctx = root / f"single-file-{mib}"
+    if not ctx.exists():
+        tmp = root / "single-file.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        rng = random.Random(3)
+        with open(tmp / "big.bin", "wb") as f:
+            f.writelines(rng.randbytes(1 << 20) for _ in range(mib))
+        (tmp / "Dockerfile").write_text("FROM scratch\nCOPY big.bin /big.bin\n")
+        tmp.rename(ctx)
+    return Workload(
+        f"{mib} MiB layer",
+        ctx,
+        ctx / "big.bin",
+        f"one incompressible {mib} MiB file, FROM scratch + COPY",
+    )
 
 
 def touch(workload: Workload, generation: int) -> None:
     """Change one COPY source, deterministically per generation."""
     data = workload.touch_file.read_bytes()
-    workload.touch_file.write_bytes(data.split(b"\n#gen")[0] + f"\n#gen {generation}\n".encode())
+    workload.touch_file.write_bytes(
+        data.split(b"\n#gen")[0] + f"\n#gen {generation}\n".encode()
+    )
     os.utime(workload.touch_file)
