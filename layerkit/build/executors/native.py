@@ -95,8 +95,13 @@ def _opt_path(path: str | os.PathLike[str], work: Path) -> str:
     return str(link)
 
 
-def _overlay_opts(lowers: list[str], upper: Path, workdir: Path, work: Path) -> str:
-    low = ":".join(_opt_path(d, work) for d in lowers)
+def _overlay_opts(lowers: list[str], upper: Path, workdir: Path, work: Path, snaps: Snapshots | None = None) -> str:
+    """Overlay mount options. Snapshot lower dirs are named relative to the snapshots root (the
+    sandbox mounts from there, as containerd does): mount data is one page, and 64-hex names keep
+    ~60 layers within it where absolute paths would allow far fewer."""
+    root = str(snaps.root) + "/" if snaps is not None else None
+    low = ":".join(d[len(root):] if root and d.startswith(root) and "/" not in d[len(root):] else _opt_path(d, work)
+                   for d in lowers)
     return f"lowerdir={low},upperdir={_opt_path(upper, work)},workdir={_opt_path(workdir, work)},{MOUNT_OPTIONS}"
 
 
@@ -127,7 +132,7 @@ class NativeExecutor:
             upper, ovwork, rootfs = work / "upper", work / "work", work / "rootfs"
             for d in (upper, ovwork, rootfs):
                 d.mkdir()
-            spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work), snaps, work)
+            spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work, snaps), snaps, work)
             code, tail = run_sandbox(spec, work, output, request)
             if code != 0:
                 return RunOutcome(exit_code=code, output_tail=tail)
@@ -157,6 +162,7 @@ def sandbox_spec(request: RunRequest, rootfs: Path, overlay: str | None, snaps: 
         "etc": etc_files(request, work / "etc"),
         "mounts": [_mount_spec(m, i, snaps, work) for i, m in enumerate(request.mounts)],
         "stubs_file": str(work / "stubs.json"),
+        "overlay_cwd": str(snaps.root),
     }
 
 
@@ -172,7 +178,7 @@ def _mount_spec(m: Mount, i: int, snaps: Snapshots, work: Path) -> dict[str, Any
             (mdir / sub).mkdir(parents=True)
         lowers = [str(p) for p in snaps.lowerdirs(m.image)]
         return {**base, "kind": "overlay", "mountpoint": str(mdir / "mnt"), "subpath": m.source,
-                "options": _overlay_opts(lowers, mdir / "upper", mdir / "work", work)}
+                "options": _overlay_opts(lowers, mdir / "upper", mdir / "work", work, snaps)}
     if m.host_path is None:
         raise BuildError(f"{what}: the builder passed no host path")
     src = Path(m.host_path)

@@ -248,6 +248,7 @@ def make_stub(root: str, target: str, kind: str, stubs: list[dict[str, Any]]) ->
 
 def _setup(spec: dict[str, Any]) -> None:
     root = spec["rootfs"]
+    os.chdir(spec["overlay_cwd"])  # relative lower dir names in the overlay options start here
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     if spec["overlay"]:
         mount("overlay", root, "overlay", 0, spec["overlay"])
