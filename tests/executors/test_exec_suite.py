@@ -201,3 +201,13 @@ def test_tmpfs_and_rw_bind_writes_are_discarded(executor: Any, exec_store: Local
 def test_failed_exec_is_a_step_failure(executor: Any, exec_store: LocalStore, alpine_image: Any) -> None:
     step = run_step(executor, exec_store, alpine_image, "", argv=("/no/such/binary",))
     assert step.outcome.exit_code != 0 and step.outcome.layer is None
+
+
+def test_bind_from_an_image(executor: Any, exec_store: LocalStore, alpine_image: Any) -> None:
+    """``RUN --mount=from=IMAGE,source=/etc,target=/other``: materialised from snapshots, never in the layer."""
+    mount = Mount(type="bind", target="/mnt/other", image=alpine_image, source="/etc", readonly=True)
+    step = run_step(executor, exec_store, alpine_image,
+                    "grep -q Alpine /mnt/other/os-release && echo found; touch /mnt/other/x 2>/dev/null || echo ro",
+                    mounts=(mount,))
+    assert step.output.split() == [b"found", b"ro"]
+    assert step.outcome.layer is None
