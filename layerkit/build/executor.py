@@ -63,7 +63,7 @@ class Mount:
       ``readonly=False`` (``rw``) means writes are allowed but discarded after the step.
     - ``cache``: ``host_path`` is a persistent directory under the store's ``cache_dir`` (created,
       owned ``uid:gid`` with ``mode`` when new); ``sharing`` is ``shared``/``private``/``locked``
-      (the builder already holds a lock for ``locked``).
+      (for ``locked`` the executor holds an exclusive ``flock`` on ``<host_path>.lock`` for the step).
     - ``tmpfs``: an empty tmpfs; ``size`` in bytes, 0 = unlimited.
     - ``secret``: ``host_path`` is a readable file with the secret (the builder made it); mount it
       read-only at ``target`` with ``mode``/``uid``/``gid``. Its content never enters a layer or a key.

@@ -211,3 +211,19 @@ def test_bind_from_an_image(executor: Any, exec_store: LocalStore, alpine_image:
                     mounts=(mount,))
     assert step.output.split() == [b"found", b"ro"]
     assert step.outcome.layer is None
+
+
+def test_locked_cache_mount_serialises_steps(executor: Any, exec_store: LocalStore, alpine_image: Any) -> None:
+    """Two steps racing on a ``sharing=locked`` cache take turns: no lost update."""
+    import threading
+
+    cache = exec_store.cache_dir / f"locked-{executor.name}"
+    mount = Mount(type="cache", target="/cache", host_path=cache, readonly=False, sharing="locked")
+    script = "n=$(cat /cache/n 2>/dev/null || echo 0); sleep 0.5; echo $((n+1)) > /cache/n"
+    threads = [threading.Thread(target=run_step, args=(executor, exec_store, alpine_image, script),
+                                kwargs={"mounts": (mount,)}) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (cache / "n").read_text() == "2\n"

@@ -45,7 +45,7 @@ from ...tarfs.whiteout import (
 )
 from ...tarfs.writer import LayerWriter, layer_order_key
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
-from .native import OutputTail
+from .native import OutputTail, cache_locks
 from .sandbox import resolve_in_root
 from .snapshots import Snapshots
 
@@ -258,6 +258,11 @@ class DockerExecutor:
             detach=True,
         )
         cleanup.append(lambda: container.remove(force=True, v=True))
+        with cache_locks(request.mounts):
+            return self._start(client, container, parent, request, work, cleanup, write_layer, output)
+
+    def _start(self, client: Any, container: Any, parent: str, request: RunRequest, work: Path, cleanup: list[Any],
+               write_layer: WriteLayer, output: Output) -> RunOutcome:
         tail = OutputTail(output)
         import docker.errors
 

@@ -10,8 +10,8 @@ Network: ``none`` → own namespace, loopback only. ``default`` and ``host`` →
 
 Mounts (``RUN --mount``): a context ``bind`` is bound read-only, or — ``rw`` — through an overlay with
 a throwaway upper dir (a file is copied); ``from=`` an image is an overlay of *its* snapshots;
-``cache`` binds the persistent host dir (the builder holds the ``sharing=locked`` lock, see
-:class:`~layerkit.build.executor.Mount`); ``tmpfs`` is a tmpfs; ``secret`` is a copy with the asked
+``cache`` binds the persistent host dir (``sharing=locked``: an exclusive flock on
+``<dir>.lock`` for the step, :func:`cache_locks`); ``tmpfs`` is a tmpfs; ``secret`` is a copy with the asked
 mode/owner in a private temp dir, bound read-only. Mount points the image lacked are removed from
 the change set and their parent's mtime restored, so mounts never show in the layer.
 
@@ -22,12 +22,15 @@ only ever file *paths* in the request (the builder must hash the secret id, not 
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,19 @@ class OutputTail:
     def text(self, extra: str = "") -> str:
         data = b"".join(self._chunks)[-TAIL_BYTES:]
         return data.decode("utf-8", "replace") + extra
+
+
+@contextlib.contextmanager
+def cache_locks(mounts: tuple[Mount, ...]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<cache dir>.lock`` for each ``sharing=locked`` cache mount
+    while the step runs, so concurrent steps (and builds) take turns; taken in path order, so two
+    steps locking the same set cannot deadlock."""
+    with contextlib.ExitStack() as stack:
+        for path in sorted({str(m.host_path) for m in mounts if m.type == "cache" and m.sharing == "locked" and m.host_path}):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(open(path + ".lock", "a+b"))
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def etc_files(request: RunRequest, into: Path) -> dict[str, str]:
@@ -133,7 +149,8 @@ class NativeExecutor:
             for d in (upper, ovwork, rootfs):
                 d.mkdir()
             spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work, snaps), snaps, work)
-            code, tail = run_sandbox(spec, work, output, request)
+            with cache_locks(request.mounts):
+                code, tail = run_sandbox(spec, work, output, request)
             if code != 0:
                 return RunOutcome(exit_code=code, output_tail=tail)
             sandbox.remove_stubs(upper, json.loads((work / "stubs.json").read_text()))

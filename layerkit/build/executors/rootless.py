@@ -36,7 +36,7 @@ from ...errors import BuildError
 from ...tarfs.entry import Entry
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
-from .native import OutputTail, etc_files, run_sandbox, sandbox_spec
+from .native import OutputTail, cache_locks, etc_files, run_sandbox, sandbox_spec
 from .snapshots import Snapshots
 from .tree_diff import diff_trees
 
@@ -87,12 +87,14 @@ class RootlessExecutor:
             if os.geteuid() == 0:
                 # root without overlayfs (or asked for this executor): our own sandbox, real root
                 # inside, so chown, groups and device nodes work; only the diff differs from native
-                code, tail = run_sandbox(sandbox_spec(request, after, None, snaps, work), work, output, request)
+                with cache_locks(request.mounts):
+                    code, tail = run_sandbox(sandbox_spec(request, after, None, snaps, work), work, output, request)
                 stubs = json.loads((work / "stubs.json").read_text()) if code == 0 else []
             else:
                 stubs = []
                 args = self._bwrap_args(request, root, snaps, work, stubs)
-                code, tail = self._execute(args, request, output)
+                with cache_locks(request.mounts):
+                    code, tail = self._execute(args, request, output)
             if code != 0:
                 return RunOutcome(exit_code=code, output_tail=tail)
             sandbox.remove_stubs(root, stubs)
