@@ -1076,19 +1076,22 @@ def build(
         no_cache=no_cache, compression=mt.Compression(compression), source_date_epoch=source_date_epoch,
         secrets=secret_objs, executor=executor, network=network, progress=progress, home=home,
     )
-    try:
-        b.run(text)
-    finally:
-        b.context.close()
-    final = b.stages[b.needed[-1]]
-    created = final.state.fill_created(b.created())
-    image = final.state.commit(created)
+    # the store's writer lock from the first layer to the tags: a concurrent `layerkit gc` must not
+    # collect a step's layer (or a cache hit's) before the image that references it is recorded
+    with b.store.lock():
+        try:
+            b.run(text)
+        finally:
+            b.context.close()
+        final = b.stages[b.needed[-1]]
+        created = final.state.fill_created(b.created())
+        image = final.state.commit(created)
+        written_tags: list[str] = []
+        for tag in tags:
+            written_tags.append(b.store.set_tag(tag, image.manifest.descriptor()).annotations.get(
+                "org.opencontainers.image.ref.name", tag))
     from .outputs import export
 
-    written_tags: list[str] = []
-    for tag in tags:
-        written_tags.append(b.store.set_tag(tag, image.manifest.descriptor()).annotations.get(
-            "org.opencontainers.image.ref.name", tag))
     written: list[str] = []
     for dest in outputs:
         b.emit("export", text=dest)
