@@ -186,7 +186,9 @@ class BuildState:
         with self.store.lock():
             for desc in self.layers:
                 if not self.store.has_blob(desc.digest):
-                    origin = self.origins[desc.digest]
+                    origin = self.origins.get(desc.digest)
+                    if origin is None:  # a layer this build wrote, removed from the store since
+                        raise BlobNotFoundError(desc.digest, f"{self.store.name}; run the build again")
                     with origin.open_blob(desc, what="base layer") as f:
                         self.store.put_blob(f, desc)
             raw = self.config_bytes()
