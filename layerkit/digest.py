@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import IO, BinaryIO, Iterator
+from typing import IO, BinaryIO
 
 from .errors import DigestMismatchError, InvalidDigestError
+from .streams import CHUNK, Reader
 
-__all__ = ["Digest", "Hasher", "VerifyingReader", "sha256_bytes", "sha256_file", "CHUNK"]
+__all__ = ["CHUNK", "Digest", "Hasher", "VerifyingReader", "sha256_bytes", "sha256_file"]
 
-#: Read/write chunk size for every streaming copy; 1 MiB keeps syscalls and Python overhead low.
-CHUNK = 1 << 20
 
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
@@ -26,7 +25,7 @@ class Digest(str):
 
     __slots__ = ()
 
-    def __new__(cls, value: str) -> "Digest":
+    def __new__(cls, value: str) -> Digest:
         if isinstance(value, Digest):
             return value
         m = _DIGEST_RE.match(value or "")
@@ -53,10 +52,10 @@ class Digest(str):
         return self.hex[:12]
 
     @classmethod
-    def from_hex(cls, hexpart: str, algorithm: str = "sha256") -> "Digest":
+    def from_hex(cls, hexpart: str, algorithm: str = "sha256") -> Digest:
         return cls(f"{algorithm}:{hexpart}")
 
-    def new_hash(self) -> "hashlib._Hash":
+    def new_hash(self) -> hashlib._Hash:
         return hashlib.new(self.algorithm)
 
 
@@ -105,7 +104,7 @@ class Hasher:
         return Digest(f"{self._algorithm}:{self._h.hexdigest()}")
 
 
-class VerifyingReader:
+class VerifyingReader(Reader):
     """Wraps a stream of blob bytes; raises ``DigestMismatchError`` at EOF when the bytes (or their
     count) differ from what the descriptor promised, so nothing is trusted before it is checked."""
 
@@ -143,11 +142,6 @@ class VerifyingReader:
             self._finish()
         return data
 
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
     def _fail(self) -> None:
         self._done = True
         actual = f"{self._h.name}:{self._h.hexdigest()}"
@@ -163,20 +157,8 @@ class VerifyingReader:
             self._fail()
         self._done = True
 
-    def readable(self) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.read(CHUNK):
-            yield chunk
 
     def close(self) -> None:
         close = getattr(self._raw, "close", None)
         if close:
             close()
-
-    def __enter__(self) -> "VerifyingReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -17,8 +17,9 @@ from . import mediatypes as mt
 from .digest import CHUNK, Digest, VerifyingReader
 from .errors import LayerkitError, ManifestError, TarFormatError
 from .spec import Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids
+from .streams import Reader
 
-__all__ = ["BlobSource", "Image", "Layer", "ImageSink"]
+__all__ = ["BlobSource", "Image", "ImageSink", "Layer"]
 
 
 @runtime_checkable
@@ -43,7 +44,7 @@ class ImageSink(Protocol):
         """Store exactly ``descriptor.size`` bytes from ``stream``; raise if they don't match."""
         ...
 
-    def put_image(self, image: "Image") -> None:
+    def put_image(self, image: Image) -> None:
         """Record the manifest (and tag) once all blobs are in; the commit point of a copy."""
         ...
 
@@ -57,7 +58,7 @@ class Layer:
     descriptor: Descriptor
     diff_id: Digest
     index: int
-    _image: "Image"
+    _image: Image
 
     @property
     def digest(self) -> Digest:
@@ -85,7 +86,7 @@ class Layer:
         return _LayerTar(self)  # type: ignore[return-value]
 
 
-class _LayerTar:
+class _LayerTar(Reader):
     """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams, the
     tar against ``diff_id`` at EOF. Closing it closes the blob. When the codec fails, the rest of the
     blob is read first, so a corrupt blob is reported as what it is (a digest mismatch naming the blob)
@@ -117,25 +118,12 @@ class _LayerTar:
             self._drain_blob()
             raise
 
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         for part in (getattr(self, "_tar", None), self._blob):
             close = getattr(part, "close", None)
             if close is not None:
                 close()
 
-    def __enter__(self) -> "_LayerTar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Image:

@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import BinaryIO, Self, cast
+from typing import BinaryIO, cast
 
 from .. import mediatypes as mt
 from ..digest import CHUNK, Hasher, VerifyingReader
@@ -27,6 +27,7 @@ from ..errors import (
 from ..image import Image, ImageSink, Layer
 from ..mediatypes import Compression
 from ..spec import Descriptor, Index, Manifest
+from ..streams import Reader
 
 __all__ = [
     "FORMATS",
@@ -42,7 +43,7 @@ FORMATS = ("oci", "docker")
 ProgressFn = Callable[[Descriptor, int, int], None]
 
 
-class _Counting:
+class _Counting(Reader):
     """Reports bytes read from a blob stream to a progress callback."""
 
     def __init__(self, raw: BinaryIO, desc: Descriptor, progress: ProgressFn | None) -> None:
@@ -60,22 +61,9 @@ class _Counting:
             self._progress(self._desc, self.done, self._desc.size)
         return data
 
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._raw.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _copy_blob(image: Image, desc: Descriptor, sink: ImageSink, what: str, progress: ProgressFn | None) -> None:

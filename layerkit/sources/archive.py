@@ -52,6 +52,7 @@ from ..spec import (
     Manifest,
     Platform,
 )
+from ..streams import Reader
 
 __all__ = ["ArchiveEntry", "ArchiveSink", "ArchiveSource", "open_image", "read_archive"]
 
@@ -65,7 +66,7 @@ _MAX_METADATA = 64 << 20  # manifest.json / index.json / configs: refuse absurd 
 # --- reading -------------------------------------------------------------------------------------
 
 
-class _MemberReader:
+class _MemberReader(Reader):
     """A bounded, read-only view of one tar member, read with ``pread`` (no shared file position, so
     several blobs of one archive can be read at once)."""
 
@@ -87,22 +88,7 @@ class _MemberReader:
         self._pos += len(data)
         return data
 
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass  # the archive owns the file descriptor
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    # close(): nothing to release, the archive owns the file descriptor
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import oras.auth.utils as oras_auth_utils  # type: ignore[import-untyped]
@@ -47,16 +48,17 @@ from ..errors import (
 from ..image import Image
 from ..reference import DEFAULT_REGISTRY, DOCKER_HUB_API_HOST, DockerReference
 from ..spec import Descriptor, Index, Manifest, Platform, parse_manifest_or_index
+from ..streams import Reader
 
 __all__ = [
-    "RetryPolicy",
     "RegistryBlobSource",
     "RegistryIndex",
     "RegistrySink",
-    "open_image",
-    "open_index",
+    "RetryPolicy",
     "list_tags",
     "manifest_exists",
+    "open_image",
+    "open_index",
 ]
 
 #: Registries cap manifests at 4 MiB (distribution does); a bigger answer is refused unread.
@@ -606,7 +608,7 @@ class _UploadBody:
                                       "blob for upload", self._source)
 
 
-class _BlobReader:
+class _BlobReader(Reader):
     """The raw bytes of one blob, read with ``r.raw.read`` (no decoding) and resumed on failure.
 
     A reset, a stall past the read timeout or a body that ends before the descriptor's size
@@ -679,14 +681,6 @@ class _BlobReader:
                         raise _Interrupted(exc, self._failures) from exc
                     self._client.policy.pause(self._failures)
 
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
     def _drop(self) -> None:
         if self._resp is not None:
             self._resp.close()
@@ -696,11 +690,6 @@ class _BlobReader:
         self._closed = True
         self._drop()
 
-    def __enter__(self) -> "_BlobReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --- manifests -------------------------------------------------------------------------------------

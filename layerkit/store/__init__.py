@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .layout import GC_GRACE_SECONDS, BlobWriter, CheckResult, GcResult, ImageSummary, OCILayout
+from .layout import (
+    GC_GRACE_SECONDS,
+    BlobWriter,
+    CheckResult,
+    GcResult,
+    ImageSummary,
+    OCILayout,
+)
 from .local import LocalStore, default_home, normalize_tag, open_store
 from .lock import FileLock, LockTimeoutError
 
