@@ -19,11 +19,13 @@ union algorithm.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..digest import Digest, VerifyingReader
+from ..digest import CHUNK, Digest, VerifyingReader
+from ..errors import TarFormatError
 from ..image import Image, Layer
 from ..tarfs.compression import open_decompressed
 from ..tarfs.entry import EntryType
@@ -113,8 +115,27 @@ class _MeteredTar:
 
     def __init__(self, meter: MeteredLayer, reader: Any, tar: _Counter, blob: _Counter) -> None:
         self._meter, self._reader, self._tar, self._blob = meter, reader, tar, blob
-        self.read = reader.read
-        self.readinto = reader.readinto
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._reader.read(n)  # type: ignore[no-any-return]
+        except TarFormatError:
+            self._drain_blob()
+            raise
+
+    def readinto(self, b: Any) -> int:
+        try:
+            return self._reader.readinto(b)  # type: ignore[no-any-return]
+        except TarFormatError:
+            self._drain_blob()
+            raise
+
+    def _drain_blob(self) -> None:
+        """A codec failure on a corrupt blob: read the blob to its end so that the digest check
+        reports it as what it is (a mismatch naming the blob and its source), as ``Layer.open_tar`` does."""
+        with contextlib.suppress(TarFormatError):
+            while self._blob.read(CHUNK):
+                pass
 
     def close(self) -> None:
         if self._tar.eof and self._meter.uncompressed_size is None:
