@@ -10,6 +10,7 @@ import click
 
 from ._common import (
     insecure_option,
+    is_tty,
     json_option,
     platform_option,
     print_json,
@@ -51,7 +52,7 @@ def _inspect_with_progress(image: Any, reference: str) -> Any:
     total = sum(layer.size for layer in image.layers)
     done: dict[int, int] = {}
     with Progress(TextColumn("reading layers"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=stderr_console(), transient=True) as progress:
+                  console=stderr_console(), transient=True, disable=not is_tty()) as progress:
         task = progress.add_task("layers", total=total)
 
         def hook(index: int, n: int, _total: int) -> None:
