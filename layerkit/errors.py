@@ -127,7 +127,13 @@ class UnsupportedMediaTypeError(LayerError):
 
 
 class LimitExceededError(LayerError):
-    """A resource limit (uncompressed size, ratio, entry count) was hit; raise it with a flag."""
+    """A resource limit (uncompressed size, ratio, entry count) was hit; raise it with a flag.
+
+    ``limit`` names the :class:`layerkit.tarfs.limits.Limits` field (``max_bytes``…) when known."""
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        self.limit = limit
+        super().__init__(message)
 
 
 class TarFormatError(LayerError):

@@ -22,8 +22,9 @@ import struct
 import zlib
 from typing import Any, BinaryIO, Callable
 
-from ..errors import LimitExceededError, TarFormatError
+from ..errors import TarFormatError
 from ..mediatypes import Compression, detect_compression
+from .limits import limit_error
 
 try:  # pragma: no cover - exercised whichever way the environment is
     from isal import igzip as _igzip
@@ -135,14 +136,10 @@ class _Decoded(io.RawIOBase):
         self.bytes_out += n
         if self.bytes_out > self._cap:
             if self._max_bytes is not None and self.bytes_out > self._max_bytes:
-                raise LimitExceededError(
-                    f"{self._what}: more than {self._max_bytes} uncompressed bytes; "
-                    "raise the limit if this layer is trusted"
-                )
-            raise LimitExceededError(
-                f"{self._what}: decompresses to more than {self._ratio_cap} bytes "
-                "(compression ratio limit); raise the limit if this layer is trusted"
-            )
+                raise limit_error(self._what, "max_bytes",
+                                  f"more than {self._max_bytes} uncompressed bytes (the layer size limit)")
+            raise limit_error(self._what, "max_ratio", f"decompresses to more than {self._ratio_cap} bytes "
+                              "(the compression ratio limit: a decompression bomb?)")
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -192,12 +189,14 @@ def open_decompressed(
     max_ratio: float | None = None,
     compressed_size: int | None = None,
     what: str = "layer",
+    ratio_after: int = 0,
 ) -> BinaryIO:
     """The uncompressed bytes of a layer blob, whatever its codec (gzip, zstd or plain tar).
 
     Memory stays constant. With ``max_bytes`` or ``max_ratio`` (checked against ``compressed_size``
-    when the caller knows it, e.g. from the descriptor) a bomb stops with LimitExceededError as soon
-    as it crosses the line. The returned object has ``compression`` and ``bytes_out`` attributes;
+    when the caller knows it, e.g. from the descriptor, and only past ``ratio_after`` output bytes)
+    a bomb stops with LimitExceededError as soon as it crosses the line. The returned object has
+    ``compression`` and ``bytes_out`` attributes;
     closing it does not close ``stream``.
     """
     head, src = _peek_head(stream)
@@ -220,7 +219,7 @@ def open_decompressed(
         inner = _NoClose(src)
     ratio_cap = None
     if max_ratio is not None and compressed_size is not None and comp is not Compression.NONE:
-        ratio_cap = int(max_ratio * max(compressed_size, 1))
+        ratio_cap = max(ratio_after, int(max_ratio * max(compressed_size, 1)))
     return _Decoded(inner, comp, max_bytes, ratio_cap, what)  # type: ignore[return-value]
 
 

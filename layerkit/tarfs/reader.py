@@ -16,13 +16,13 @@ refused as ambiguous overrides.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
 
 from ..digest import CHUNK
 from ..errors import LayerError, LimitExceededError, TarFormatError, UnsafePathError
 from .compression import open_decompressed
 from .entry import Entry, EntryType
+from .limits import DEFAULT_LIMITS, Limits, default_limits, limit_error
 from .paths import clean_member
 
 __all__ = ["Limits", "DEFAULT_LIMITS", "iter_entries", "iter_layer"]
@@ -32,38 +32,29 @@ _ZERO_BLOCK = bytes(BLOCK)
 _MAX_SIZE = 1 << 62  # beyond any real file; also bounds base-256 nonsense
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Resource ceilings for reading one layer; defaults no real image reaches.
-
-    ``max_bytes`` caps the uncompressed tar (64 GiB), ``max_entries`` the members (10 M),
-    ``max_header_bytes`` one PAX/GNU long-name payload (1 MiB). ``max_ratio`` caps
-    uncompressed/compressed size when the compressed size is known; it is off by default because
-    legitimate layers holding zero-filled files (``/var/log/lastlog``) reach gzip's 1032:1.
-    """
-
-    max_bytes: int = 64 << 30
-    max_entries: int = 10_000_000
-    max_header_bytes: int = 1 << 20
-    max_ratio: float | None = None
-
-
-DEFAULT_LIMITS = Limits()
-
-
 class _Source:
     """Buffered, counted reads from the decompressed tar stream."""
 
-    __slots__ = ("_s", "_buf", "_pos", "offset", "_max", "_what", "_scratch")
+    __slots__ = ("_s", "_buf", "_pos", "offset", "max", "lim", "_ratio_cap", "_what", "_scratch")
 
-    def __init__(self, stream: BinaryIO, max_bytes: int, what: str) -> None:
+    def __init__(self, stream: BinaryIO, lim: Limits, ratio_cap: int | None, what: str) -> None:
         self._s = stream
         self._buf = b""
         self._pos = 0
         self.offset = 0
-        self._max = max_bytes
+        self.max = lim.max_bytes if ratio_cap is None else min(lim.max_bytes, ratio_cap)
+        self.lim = lim
+        self._ratio_cap = ratio_cap
         self._what = what
         self._scratch: bytearray | None = None
+
+    def over(self, what: str, size: int | None = None) -> LimitExceededError:
+        """The error for going past ``max`` (a member of ``size`` bytes, or the stream itself)."""
+        claim = f"a member of {size} bytes" if size is not None else f"more than {self.max} bytes"
+        if self.max < self.lim.max_bytes:
+            return limit_error(what, "max_ratio", f"{claim} would decompress past {self.max} bytes, more than "
+                               f"{self.lim.max_ratio:g} times the compressed size (a decompression bomb?)")
+        return limit_error(what, "max_bytes", f"{claim} goes past the {self.lim.max_bytes}-byte uncompressed layer limit")
 
     def _raw_read(self, n: int) -> bytes:
         try:
@@ -75,10 +66,8 @@ class _Source:
 
     def _count(self, n: int) -> None:
         self.offset += n
-        if self.offset > self._max:
-            raise LimitExceededError(
-                f"{self._what}: more than {self._max} uncompressed bytes; raise the limit if this layer is trusted"
-            )
+        if self.offset > self.max:
+            raise self.over(self._what)
 
     def block(self) -> bytes | None:
         """The next 512-byte block, ``None`` at a clean EOF; raises on a partial block."""
@@ -344,8 +333,8 @@ def _old_gnu_sparse(blk: bytes, src: _Source, what: str) -> tuple[list[tuple[int
             raise TarFormatError(f"{what}: truncated archive inside a GNU sparse map")
         take(ext[:504], 21)
         extended = ext[504]
-        if len(segs) > 1_000_000:
-            raise LimitExceededError(f"{what}: sparse map too long")
+        if len(segs) > src.lim.max_sparse_members:
+            raise limit_error(what, "max_sparse_members", f"sparse map of more than {src.lim.max_sparse_members} segments")
     return segs, realsize
 
 
@@ -365,7 +354,12 @@ def _check_segments(segs: list[tuple[int, int]], realsize: int, stored: int, wha
 
 
 def iter_entries(
-    stream: BinaryIO, *, layer: str = "", limits: Limits | None = None, drain: bool = True
+    stream: BinaryIO,
+    *,
+    layer: str = "",
+    limits: Limits | None = None,
+    drain: bool = True,
+    compressed_size: int | None = None,
 ) -> Iterator[tuple[Entry, BinaryIO | None]]:
     """Yield ``(entry, content)`` for each member of an uncompressed tar stream.
 
@@ -373,10 +367,12 @@ def iter_entries(
     iteration. After the end-of-archive marker the rest of ``stream`` is drained (``drain=True``) so
     a digest-verifying stream underneath sees every byte. Raises TarFormatError (malformed input),
     UnsafePathError (names escaping the root) and LimitExceededError, all naming ``layer``.
+    ``limits=None`` means :func:`~layerkit.tarfs.limits.default_limits` (the environment's);
+    ``compressed_size`` (the blob size of a compressed layer) enables the ratio limit.
     """
-    lim = limits or DEFAULT_LIMITS
+    lim = limits or default_limits()
     what = f"layer {layer}" if layer else "layer"
-    src = _Source(stream, lim.max_bytes, what)
+    src = _Source(stream, lim, lim.ratio_cap(compressed_size), what)
     globals_: dict[str, bytes] = {}
     count = 0
     current: _FileReader | None = None
@@ -425,9 +421,8 @@ def iter_entries(
                 raise TarFormatError(f"{ewhat}: invalid size {size}")
             if tflag in (b"x", b"g", b"L", b"K"):
                 if size > lim.max_header_bytes:
-                    raise LimitExceededError(
-                        f"{ewhat}: extended header of {size} bytes exceeds the {lim.max_header_bytes}-byte limit"
-                    )
+                    raise limit_error(ewhat, "max_header_bytes",
+                                      f"extended header of {size} bytes exceeds the {lim.max_header_bytes}-byte limit")
                 data = src.read(size) if size else b""
                 src.skip(-size % BLOCK)
                 if tflag == b"x":
@@ -456,7 +451,7 @@ def iter_entries(
 
         count += 1
         if count > lim.max_entries:
-            raise LimitExceededError(f"{what}: more than {lim.max_entries} entries")
+            raise limit_error(what, "max_entries", f"more than {lim.max_entries} entries")
 
         magic = blk[257:263]
         ustar = magic == b"ustar\x00"
@@ -539,16 +534,17 @@ def iter_entries(
             if sparse is not None:
                 segs, realsize = sparse
                 _check_segments(segs, realsize, stored, ewhat)
-                if src.offset + stored > lim.max_bytes:
-                    raise LimitExceededError(f"{ewhat}: member of {stored} bytes exceeds the layer limit")
+                if src.offset + stored > src.max:
+                    raise src.over(ewhat, stored)
+                if realsize > lim.max_bytes:  # holes cost nothing to read but everything to write out
+                    raise limit_error(ewhat, "max_bytes", f"sparse member expands to {realsize} bytes, "
+                                      f"past the {lim.max_bytes}-byte uncompressed layer limit")
                 current = _SparseReader(src, stored, segs, realsize)
                 pad = -size % BLOCK
                 entry = Entry(path, etype, mode, uid, gid, realsize, mtime_ns, "", 0, 0, xattrs)
             else:
-                if src.offset + size > lim.max_bytes:
-                    raise LimitExceededError(
-                        f"{ewhat}: member of {size} bytes exceeds the {lim.max_bytes}-byte layer limit"
-                    )
+                if src.offset + size > src.max:
+                    raise src.over(ewhat, size)
                 current = _FileReader(src, size)
                 pad = -size % BLOCK
                 entry = Entry(path, etype, mode, uid, gid, size, mtime_ns, "", 0, 0, xattrs)
@@ -568,8 +564,8 @@ def iter_entries(
             devmajor = devminor = 0
         entry = Entry(path, etype, mode, uid, gid, 0, mtime_ns, linkname, devmajor, devminor, xattrs)
         if size:  # data on a non-file (dumpdir lists, hard links with data): not content
-            if src.offset + size > lim.max_bytes:
-                raise LimitExceededError(f"{ewhat}: member of {size} bytes exceeds the layer limit")
+            if src.offset + size > src.max:
+                raise src.over(ewhat, size)
             src.skip(size + (-size % BLOCK))
         yield entry, None
 
@@ -596,7 +592,7 @@ def _pax_sparse(
         want: int | None = None
         while want is None or len(numbers) < 1 + 2 * want:
             if len(buf) > lim.max_header_bytes:
-                raise LimitExceededError(f"{what}: sparse map too long")
+                raise limit_error(what, "max_header_bytes", f"sparse map longer than {lim.max_header_bytes} bytes")
             nl = buf.find(b"\n")
             if nl < 0:
                 buf += src.read(BLOCK)
@@ -605,8 +601,9 @@ def _pax_sparse(
             numbers.append(_pax_int(tok, "sparse map", what))
             if want is None:
                 want = numbers[0]
-                if want > 1_000_000:
-                    raise LimitExceededError(f"{what}: sparse map too long")
+                if want > lim.max_sparse_members:
+                    raise limit_error(what, "max_sparse_members",
+                                      f"sparse map of {want} segments, more than {lim.max_sparse_members}")
         used = src.offset - start  # whole blocks, part of the stored size
         it = iter(numbers[1:])
         segs = list(zip(it, it))
@@ -614,6 +611,9 @@ def _pax_sparse(
         vals = merged["GNU.sparse.map"].split(b",")
         if len(vals) % 2:
             raise TarFormatError(f"{what}: odd PAX sparse map")
+        if len(vals) > 2 * lim.max_sparse_members:
+            raise limit_error(what, "max_sparse_members",
+                              f"sparse map of {len(vals) // 2} segments, more than {lim.max_sparse_members}")
         nums = [_pax_int(v, "GNU.sparse.map", what) for v in vals if v]
         it = iter(nums)
         segs = list(zip(it, it))
@@ -633,12 +633,11 @@ def iter_layer(
 
     The ratio limit applies when ``compressed_size`` (e.g. the descriptor size) is given.
     """
-    lim = limits or DEFAULT_LIMITS
+    lim = limits or default_limits()
     what = f"layer {layer}" if layer else "layer"
-    dec = open_decompressed(
-        blob, max_bytes=lim.max_bytes, max_ratio=lim.max_ratio, compressed_size=compressed_size, what=what
-    )
+    dec = open_decompressed(blob, max_bytes=lim.max_bytes, max_ratio=lim.max_ratio, ratio_after=lim.ratio_after,
+                            compressed_size=compressed_size, what=what)
     try:
-        yield from iter_entries(dec, layer=layer, limits=lim)
+        yield from iter_entries(dec, layer=layer, limits=lim, compressed_size=compressed_size)
     finally:
         dec.close()
