@@ -162,9 +162,11 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
                 with open(tmp, "wb") as f:
                     result = export_tar(image, f, progress=progress)
                 os.replace(tmp, output)
-            except BaseException:
+            except BaseException as exc:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
+                if isinstance(exc, OSError):  # the output cannot be written (no such directory, full disk)
+                    raise LayerkitError(f"writing {output}: {exc.strerror or exc}; check the path and free space") from None
                 raise
     if as_json:
         print_json({"reference": ref, "output": output, "diff_id": result.diff_id, "size": result.uncompressed_size})
