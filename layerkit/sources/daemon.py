@@ -32,7 +32,7 @@ from ..reference import DockerReference
 from ..spec import Descriptor, Platform
 from . import archive
 
-__all__ = ["DaemonSink", "daemon_available", "docker_host", "open_image"]
+__all__ = ["DaemonSink", "client", "daemon_available", "docker_host", "open_image"]
 
 #: how long a bare-name lookup waits for an Engine before moving on to the registry
 AVAILABILITY_TIMEOUT = 2.0
@@ -90,23 +90,25 @@ def _docker_errors(what: str) -> Iterator[None]:
 
 
 @contextmanager
-def _client(what: str, timeout: float = TRANSFER_TIMEOUT) -> Iterator[Any]:
+def client(what: str, timeout: float = TRANSFER_TIMEOUT) -> Iterator[Any]:
+    """A ``docker.DockerClient`` for the Engine at :func:`docker_host`, closed on exit; SDK errors
+    raised inside (and while connecting) become layerkit errors prefixed with ``what``."""
     import docker
 
     with _docker_errors(what):
-        client = docker.from_env(timeout=timeout)  # negotiates the API version (1.41 on Engine 20.10)
+        engine = docker.from_env(timeout=timeout)  # negotiates the API version (1.41 on Engine 20.10)
     try:
         with _docker_errors(what):
-            yield client
+            yield engine
     finally:
-        client.close()
+        engine.close()
 
 
 def daemon_available(timeout: float = AVAILABILITY_TIMEOUT) -> bool:
     """True when a Docker Engine answers a ping within ``timeout`` seconds."""
     try:
-        with _client("pinging the Docker Engine", timeout=timeout) as client:
-            return bool(client.ping())
+        with client("pinging the Docker Engine", timeout=timeout) as engine:
+            return bool(engine.ping())
     except (DaemonUnavailableError, SourceError):
         return False
 
@@ -127,8 +129,8 @@ def open_image(name: str, *, platform: Platform | None = None, tmp_dir: str | os
     # nameless, so it vanishes with the image (or the process) whatever happens; the source keeps it
     spool = tempfile.TemporaryFile(dir=tmp_dir, prefix="layerkit-daemon-save-")  # noqa: SIM115
     try:
-        with _client(what) as client:
-            img = client.images.get(name)
+        with client(what) as engine:
+            img = engine.images.get(name)
             # save under the name asked for, so the archive's RepoTags say what was read
             for chunk in img.save(chunk_size=1 << 20, named=name if name in img.tags else True):
                 spool.write(chunk)
@@ -159,8 +161,8 @@ class DaemonSink:
         if not self.ref.tag:
             raise InvalidReferenceError(f"{what}: a destination needs a tag, not only a digest")
         self.name = f"docker-daemon:{self.ref.familiar}"
-        with _client(what, timeout=AVAILABILITY_TIMEOUT * 5) as client:  # fail before copying anything
-            version = str(client.version().get("Version", ""))
+        with client(what, timeout=AVAILABILITY_TIMEOUT * 5) as engine:  # fail before copying anything
+            version = str(engine.version().get("Version", ""))
         #: layer codecs ``docker load`` understands: zstd arrived with Engine 23 (20.10 fails with
         #: "archive/tar: invalid tar header"), so copy recompresses zstd layers to gzip for older ones
         self.layer_compressions = frozenset(Compression) if _major(version) >= 23 else frozenset(
@@ -195,8 +197,8 @@ class DaemonSink:
         try:
             self._archive.close()
             what = f"loading into {self.name}"
-            with _client(what) as client, open(self._archive.path, "rb") as f:
-                loaded = client.images.load(f)
+            with client(what) as engine, open(self._archive.path, "rb") as f:
+                loaded = engine.images.load(f)
                 repo = self.ref.familiar.rsplit(":", 1)[0]
                 for img in loaded:
                     if self.ref.familiar not in img.tags:

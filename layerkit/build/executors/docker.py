@@ -144,13 +144,13 @@ class DockerExecutor:
         return None
 
     def run(self, request: RunRequest, *, write_layer: WriteLayer, output: Output) -> RunOutcome:
-        from ...sources.daemon import _client
+        from ...sources.daemon import client as docker_client
 
         what = f"running {request.step or 'RUN'} in the Docker Engine"
         work = Path(tempfile.mkdtemp(prefix="run-", dir=request.store.tmp_dir))
         cleanup: list[Any] = []
         try:
-            with _client(what) as client:
+            with docker_client(what) as client:
                 try:
                     return self._run(client, request, work, cleanup, write_layer, output)
                 finally:
