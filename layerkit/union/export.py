@@ -22,7 +22,7 @@ from ..mediatypes import Compression
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.writer import LayerResult, LayerWriter
-from .tree import Node, Union
+from .tree import Node, Union, compressed_size
 from .unpack import Progress
 
 __all__ = ["export"]
@@ -73,7 +73,9 @@ def export(
             wanted = plan[layer]
             stream = union.layers[layer].open_tar()
             try:
-                for seq, (_e, content) in enumerate(iter_entries(stream, layer=union.label(layer), limits=union.limits)):
+                entries = iter_entries(stream, layer=union.label(layer), limits=union.limits,
+                                       compressed_size=compressed_size(union.layers[layer]))
+                for seq, (_e, content) in enumerate(entries):
                     job = wanted.get(seq)
                     if job is not None:
                         writer.add(job, content)

@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.paths import parent
+from ..tarfs.limits import default_limits
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.whiteout import (
     WHITEOUT_PREFIX,
@@ -54,7 +55,7 @@ from ..tarfs.whiteout import (
     whiteout_target,
 )
 
-__all__ = ["Fate", "LayerFate", "LayerLike", "Node", "Union", "layer_label"]
+__all__ = ["Fate", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "layer_label"]
 
 #: Symlink hops allowed while resolving a path in the view (Linux's MAXSYMLINKS).
 MAX_SYMLINKS = 40
@@ -165,6 +166,12 @@ def layer_label(layer: Any, index: int) -> str:
     return str(index)
 
 
+def compressed_size(layer: Any) -> int | None:
+    """The blob size of ``layer`` when it has one (``Layer.size``), for the compression-ratio limit."""
+    size = getattr(layer, "size", None)
+    return size if isinstance(size, int) else None
+
+
 def _is_image(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "manifest")
 
@@ -187,7 +194,7 @@ class Union:
         layers: Sequence[LayerLike] = source.layers if _is_image(source) else list(source)
         self.image = source if _is_image(source) else None
         self.layers: tuple[LayerLike, ...] = tuple(layers)
-        self.limits = limits
+        self.limits = limits or default_limits()  # one value for every read of these layers
         root = Node(_ROOT, 0, -1, _implicit_dir(_ROOT), implicit=True)
         self._view: dict[str, Node] = {_ROOT: root}
         self._kids: dict[str, set[str]] = {_ROOT: set()}
@@ -217,7 +224,8 @@ class Union:
         members: list[tuple[int, Entry]] = []
         stream = layer.open_tar()
         try:
-            for seq, (entry, _content) in enumerate(iter_entries(stream, layer=label, limits=self.limits)):
+            entries = iter_entries(stream, layer=label, limits=self.limits, compressed_size=compressed_size(layer))
+            for seq, (entry, _content) in enumerate(entries):
                 if WHITEOUT_PREFIX in entry.path and entry.name.startswith(WHITEOUT_PREFIX):
                     whiteouts.append((seq, entry))
                 else:
@@ -513,7 +521,7 @@ class _MemberReader(io.RawIOBase):
 
     def __init__(self, layer: LayerLike, label: str, seq: int, limits: Limits | None) -> None:
         self._stream = layer.open_tar()
-        self._it = iter_entries(self._stream, layer=label, limits=limits)
+        self._it = iter_entries(self._stream, layer=label, limits=limits, compressed_size=compressed_size(layer))
         self._content: BinaryIO | None = None
         try:
             for n, (entry, content) in enumerate(self._it):

@@ -42,7 +42,7 @@ from ..tarfs.whiteout import (
     whiteout_target,
 )
 from .safefs import SafeRoot, copy_to_fd
-from .tree import Node, Union
+from .tree import Node, Union, compressed_size
 
 __all__ = ["Progress", "SkippedEntry", "UnpackResult", "apply_layer", "unpack"]
 
@@ -274,7 +274,9 @@ def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | N
         stream = union.layers[layer].open_tar()
         try:
             label = union.label(layer)
-            for seq, (entry, content) in enumerate(iter_entries(stream, layer=label, limits=union.limits)):
+            size = compressed_size(union.layers[layer])
+            for seq, (entry, content) in enumerate(iter_entries(stream, layer=label, limits=union.limits,
+                                                                compressed_size=size)):
                 job = wanted.get(seq)
                 if job is None:
                     continue
