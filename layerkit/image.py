@@ -170,7 +170,11 @@ class Image:
 
     @cached_property
     def config(self) -> ImageConfig:
-        return ImageConfig.from_bytes(self.raw_config)
+        try:
+            return ImageConfig.from_bytes(self.raw_config)
+        except ManifestError as exc:  # say which image: the parser only knows it read "a config"
+            raise ManifestError(f"{self.reference or self.source.name}: config {self.manifest.config.digest}: "
+                                f"{exc}") from None
 
     @property
     def platform(self) -> Platform:
