@@ -591,7 +591,10 @@ class OCILayout:
         index: Index | None = None
         for _depth in range(8):  # an index may nest indexes; bound it against cycles
             raw = self.read_blob(desc, what="manifest")
-            doc = parse_manifest_or_index(raw, desc.media_type)
+            try:
+                doc = parse_manifest_or_index(raw, desc.media_type)
+            except ManifestError as exc:  # name the image: the parser only knows it read "a manifest"
+                raise ManifestError(f"{reference}: manifest {desc.digest}: {exc}") from None
             if isinstance(doc, Index):
                 index = doc
                 desc = doc.select(want)
