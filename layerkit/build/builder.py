@@ -52,6 +52,7 @@ from .dockerfile import instructions as ins
 from .dockerfile.parser import go_quote
 from .dockerignore import ignore_file_for, read_ignore_file
 from .executor import Mount, RunOutcome, RunRequest, select_executor
+from .executors.heredoc import run_command
 from .state import DEFAULT_PATH, BuildState, LayerFactory, format_time, scratch_config
 from .users import UnknownUserError, resolve_chown, resolve_user
 
@@ -842,14 +843,15 @@ class _Builder:
         for k, v in st.args.items():
             if v is not None and k not in image_env:
                 run_env.append(f"{k}={v}")
-        argv = self._run_argv(st, instr)
+        command = run_command(st.shell, instr)  # heredocs as BuildKit runs them
+        argv = list(command.argv)
         workdir = st.state.config.config.get("WorkingDir") or "/"
         user = st.state.config.config.get("User") or ""
         network = instr.network or self.network or "default"
         mounts_spec = [self._mount_key(st, m, instr) for m in instr.mounts]
         created_by = f"RUN {_run_command_string(argv, st.args, image_env)} # buildkit"
         key = cache_key(st.state.chain_id(), "RUN", argv, run_env, user, workdir, mounts_spec, network,
-                        instr.security or "sandbox")
+                        instr.security or "sandbox", *command.key_parts())
         if self._cached_layer(st, key, created_by):
             return True
         try:
@@ -857,6 +859,7 @@ class _Builder:
         except UnknownUserError as exc:
             raise self.fail(instr, str(exc)) from None
         mounts, cleanup = self._resolve_mounts(st, instr)
+        mounts, cleanup = command.with_script_mount(mounts, cleanup, self.store.tmp_dir)
         try:
             if self._executor is None:
                 try:
@@ -886,23 +889,6 @@ class _Builder:
             self.cache.put(key, CacheRecord(_descriptor(outcome.layer), outcome.layer.diff_id, history.created))
             st.state.add_layer_result(outcome.layer, history)
         return False
-
-    def _run_argv(self, st: _Stage, instr: ins.Run) -> list[str]:
-        if not instr.shell_form:
-            return list(instr.command)
-        command = str(instr.command)
-        if instr.heredocs:
-            first = instr.heredocs[0]
-            words = command.split()
-            # a lone "<<EOF" as the whole command: the body is the script, run by the shell
-            if len(words) == 1 and words[0].lstrip("-0123456789<").strip("'\"") == first.name:
-                return [*st.shell, first.content]
-            # heredocs feeding a command: hand the whole text to the shell, which reads them itself
-            parts = [command]
-            for doc in instr.heredocs:
-                parts.append(doc.content + doc.name)
-            return [*st.shell, "\n".join(parts)]
-        return [*st.shell, command]
 
     def _mount_key(self, st: _Stage, m: ins.Mount, instr: ins.Run) -> list[Any]:
         spec = m
