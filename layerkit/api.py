@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analyze.diff import DiffResult
     from .analyze.summary import Inspection
     from .build.builder import BuildResult
+    from .tarfs.limits import Limits
     from .tarfs.writer import LayerResult
     from .union.unpack import UnpackResult
 
@@ -64,12 +65,14 @@ def copy(
     insecure: bool = False,
     home: PathLike | None = None,
     progress: CopyProgress | None = None,
+    limits: Limits | None = None,
 ) -> CopyResult:
     """Copy the image ``src`` names to ``dst`` (any two transports), verifying every byte.
 
     ``format`` (``oci``/``docker``) and ``compression`` convert; by default digests are kept where the
     destination allows. ``all_platforms`` copies a whole multi-platform index. The destination is
     committed only when everything arrived: on any error it is aborted and nothing is tagged.
+    ``limits`` bound the layers decompressed to recompress them.
     """
     from .ops.copy import copy_image, copy_index
     from .transport import open_index, open_sink, resolved_from
@@ -83,9 +86,11 @@ def copy(
     sink = open_sink(dst, insecure=insecure, home=home)
     try:
         if index is not None:
-            desc = copy_index(index, images, sink, format=format, compression=compression, progress=progress)
+            desc = copy_index(index, images, sink, format=format, compression=compression, progress=progress,
+                              limits=limits)
         else:
-            desc = copy_image(images[0], sink, format=format, compression=compression, progress=progress)
+            desc = copy_image(images[0], sink, format=format, compression=compression, progress=progress,
+                              limits=limits)
     except BaseException:
         abort = getattr(sink, "abort", None)
         (abort or sink.close)()
@@ -122,17 +127,20 @@ def build_image(context_dir: PathLike, **options: Any) -> BuildResult:
 
 
 def inspect(ref: str | Image, *, platform: Platform | str | None = None, insecure: bool = False,
-            home: PathLike | None = None, progress: Callable[[int, int, int], None] | None = None) -> Inspection:
+            home: PathLike | None = None, progress: Callable[[int, int, int], None] | None = None,
+            limits: Limits | None = None) -> Inspection:
     """Config, history, per-layer sizes, changes and waste of an image (``.to_json()`` is the
     ``layerkit inspect --json`` document)."""
     from .analyze.summary import inspect_image
 
     image = _open(ref, platform, insecure, home)
-    return inspect_image(image, reference=ref if isinstance(ref, str) else image.reference, progress=progress)
+    return inspect_image(image, reference=ref if isinstance(ref, str) else image.reference, progress=progress,
+                         limits=limits)
 
 
 def diff(a: str | Image, b: str | Image, *, types: Iterable[str] | None = None,
-         platform: Platform | str | None = None, insecure: bool = False, home: PathLike | None = None) -> DiffResult:
+         platform: Platform | str | None = None, insecure: bool = False, home: PathLike | None = None,
+         limits: Limits | None = None) -> DiffResult:
     """What differs between two images (any transports) or two layer files (tar, tar.gz, tar.zst)."""
     from .analyze.diff import (
         TYPES,
@@ -144,26 +152,26 @@ def diff(a: str | Image, b: str | Image, *, types: Iterable[str] | None = None,
 
     def side(ref: str | Image) -> Any:
         if isinstance(ref, str) and is_layer_file(ref):
-            return layer_file_side(ref)
+            return layer_file_side(ref, limits)
         image = _open(ref, platform, insecure, home)
-        return image_side(image, ref if isinstance(ref, str) else image.reference)
+        return image_side(image, ref if isinstance(ref, str) else image.reference, limits=limits)
 
     return diff_sides(side(a), side(b), tuple(types) if types is not None else TYPES)
 
 
 def unpack(ref: str | Image, target_dir: PathLike, *, rootless: bool = False, no_privileged_bits: bool = False,
            platform: Platform | str | None = None, insecure: bool = False, home: PathLike | None = None,
-           progress: Callable[[str, int, int], None] | None = None) -> UnpackResult:
+           progress: Callable[[str, int, int], None] | None = None, limits: Limits | None = None) -> UnpackResult:
     """The merged root filesystem of an image into ``target_dir`` (empty or absent), safely."""
     from .union.unpack import unpack as unpack_union
 
     return unpack_union(_open(ref, platform, insecure, home), target_dir, rootless=rootless,
-                        no_privileged_bits=no_privileged_bits, progress=progress)
+                        no_privileged_bits=no_privileged_bits, progress=progress, limits=limits)
 
 
 def export(ref: str | Image, out: BinaryIO, *, platform: Platform | str | None = None, insecure: bool = False,
-           home: PathLike | None = None) -> LayerResult:
+           home: PathLike | None = None, limits: Limits | None = None) -> LayerResult:
     """The merged root filesystem of an image as one plain tar written to ``out``."""
     from .union.export import export as export_union
 
-    return export_union(_open(ref, platform, insecure, home), out)
+    return export_union(_open(ref, platform, insecure, home), out, limits=limits)

@@ -35,9 +35,10 @@ from ..image import Image
 from ..mediatypes import Compression, detect_compression
 from ..tarfs.compression import open_decompressed
 from ..tarfs.entry import Entry, EntryType
+from ..tarfs.limits import Limits
 from ..tarfs.reader import iter_entries
 from ..union import Union
-from ..union.tree import Node
+from ..union.tree import Node, compressed_size
 from . import packages as pk
 from .sizes import ProgressHook, metered_union
 
@@ -95,6 +96,7 @@ class LayerFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.digest = ""
+        self.size = os.path.getsize(path)  # the compression-ratio limit's denominator
 
     def open_tar(self) -> BinaryIO:
         raw = open(self.path, "rb")  # noqa: SIM115 - the returned stream owns it and closes it
@@ -134,14 +136,15 @@ class Side:
         return self.layer_ids[0] if self.layer_ids else ""
 
 
-def image_side(image: Image, reference: str = "", progress: ProgressHook | None = None) -> Side:
-    union, metered = metered_union(image, progress)
+def image_side(image: Image, reference: str = "", progress: ProgressHook | None = None,
+               limits: Limits | None = None) -> Side:
+    union, metered = metered_union(image, progress, limits)
     return Side(reference or image.reference, union, list(metered), [str(x.diff_id) for x in image.layers], image)
 
 
-def layer_file_side(path: str) -> Side:
+def layer_file_side(path: str, limits: Limits | None = None) -> Side:
     layer = LayerFile(path)
-    union = Union([layer])
+    union = Union([layer], limits=limits)
     return Side(path, union, [layer], [layer.digest])
 
 
@@ -190,7 +193,9 @@ def _read_members(side: Side, layer: int, wanted: dict[int, bool]) -> dict[int, 
     out: dict[int, tuple[str, bytes | None]] = {}
     stream = side.layers[layer].open_tar()
     try:
-        for seq, (_entry, content) in enumerate(iter_entries(stream, layer=str(layer))):
+        entries = iter_entries(stream, layer=str(layer), limits=side.union.limits,
+                               compressed_size=compressed_size(side.layers[layer]))
+        for seq, (_entry, content) in enumerate(entries):
             if seq not in wanted or content is None:
                 continue
             h, parts = hashlib.sha256(), []

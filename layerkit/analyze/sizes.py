@@ -29,6 +29,7 @@ from ..errors import TarFormatError
 from ..image import Image, Layer
 from ..tarfs.compression import open_decompressed
 from ..tarfs.entry import EntryType
+from ..tarfs.limits import Limits
 from ..union import Union
 from ..union.tree import Fate, Node
 
@@ -89,6 +90,7 @@ class MeteredLayer:
     def __init__(self, layer: Layer, progress: ProgressHook | None = None) -> None:
         self.layer = layer
         self.digest = layer.digest
+        self.size = layer.size  # the blob size: the union's compression-ratio limit uses it
         self._progress = progress
         #: bytes of the uncompressed tar, known once the layer has been read to its end
         self.uncompressed_size: int | None = None
@@ -144,10 +146,11 @@ class _MeteredTar:
         self._blob.close()
 
 
-def metered_union(image: Image, progress: ProgressHook | None = None) -> tuple[Union, list[MeteredLayer]]:
+def metered_union(image: Image, progress: ProgressHook | None = None,
+                  limits: Limits | None = None) -> tuple[Union, list[MeteredLayer]]:
     """The union of ``image`` built from metered layers (each layer read exactly once)."""
     metered = [MeteredLayer(layer, progress) for layer in image.layers]
-    union = Union(metered)
+    union = Union(metered, limits=limits)
     union.image = image
     return union, metered
 

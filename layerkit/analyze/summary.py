@@ -45,6 +45,7 @@ from typing import Any
 
 from ..image import Image
 from ..spec import History, ImageConfig
+from ..tarfs.limits import Limits
 from ..union import Union
 from .sizes import LayerStats, ProgressHook, layer_stats, metered_union
 from .waste import Waste, waste
@@ -118,9 +119,10 @@ class Inspection:
         }
 
 
-def inspect_image(image: Image, *, reference: str = "", progress: ProgressHook | None = None) -> Inspection:
-    """Read every layer of ``image`` once and gather the inspect figures."""
-    union, metered = metered_union(image, progress)
+def inspect_image(image: Image, *, reference: str = "", progress: ProgressHook | None = None,
+                  limits: Limits | None = None) -> Inspection:
+    """Read every layer of ``image`` once (within ``limits``) and gather the inspect figures."""
+    union, metered = metered_union(image, progress, limits)
     stats = layer_stats(union, metered)
     source = str(getattr(image, "resolved_from", "") or image.source.name)
     return Inspection(image, reference or image.reference, source, union, stats,

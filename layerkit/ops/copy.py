@@ -28,6 +28,7 @@ from ..image import Image, ImageSink, Layer
 from ..mediatypes import Compression
 from ..spec import Descriptor, Index, Manifest
 from ..streams import Reader
+from ..tarfs.limits import Limits, default_limits
 
 __all__ = [
     "FORMATS",
@@ -87,16 +88,22 @@ def _zstd_threads() -> int:
 
 
 def _recompress(layer: Layer, target: Compression, media_type: str, sink: ImageSink,
-                progress: ProgressFn | None) -> Descriptor:
-    """Stream ``layer`` through decompress → compress into a temp file, then ``put_blob`` it."""
+                progress: ProgressFn | None, limits: Limits | None = None) -> Descriptor:
+    """Stream ``layer`` through decompress → compress into a temp file, then ``put_blob`` it; the
+    decompression is bounded by ``limits`` (size and ratio) like every other layer read."""
     from ..tarfs.compression import open_compressor, open_decompressed
+
+    lim = limits or default_limits()
 
     source = layer._image.source.name
     tmp_dir = getattr(sink, "tmp_dir", None)
     with tempfile.TemporaryFile(dir=tmp_dir, prefix="layerkit-recompress-") as tmp:
         with _Counting(layer.open(), layer.descriptor, progress) as blob:
-            tar = VerifyingReader(open_decompressed(cast(BinaryIO, blob), what=f"layer {layer.index}"), layer.diff_id,
-                                  what=f"layer {layer.index} uncompressed tar (diff ID)", source=source)
+            plain = open_decompressed(cast(BinaryIO, blob), max_bytes=lim.max_bytes, max_ratio=lim.max_ratio,
+                                      ratio_after=lim.ratio_after, compressed_size=layer.size,
+                                      what=f"layer {layer.index} ({layer.digest.short})")
+            tar = VerifyingReader(plain, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",
+                                  source=source)
             hasher = Hasher(tmp)
             writer = open_compressor(cast(BinaryIO, hasher), target,
                                      threads=_zstd_threads() if target is Compression.ZSTD else 0)
@@ -143,7 +150,7 @@ def _check_format(format: str | None, sink: ImageSink) -> str | None:
 
 
 def _copy_blobs(image: Image, sink: ImageSink, format: str | None, compression: Compression | None,
-                progress: ProgressFn | None) -> Image:
+                progress: ProgressFn | None, limits: Limits | None = None) -> Image:
     """Put every blob of ``image`` into ``sink`` (recompressing as asked) and return the image as the
     sink will hold it: the same manifest when nothing changed, else a converted one."""
     source_docker = image.manifest.is_docker
@@ -168,7 +175,8 @@ def _copy_blobs(image: Image, sink: ImageSink, format: str | None, compression: 
             _copy_blob(image, desc, sink, f"layer {layer.index}", progress)
             descs.append(desc)
         else:
-            descs.append(_recompress(layer, want, mt.layer_media_type(want, docker=source_docker), sink, progress))
+            descs.append(_recompress(layer, want, mt.layer_media_type(want, docker=source_docker), sink, progress,
+                                     limits))
             recompressed = True
 
     manifest = image.manifest
@@ -185,17 +193,19 @@ def copy_image(
     format: str | None = None,
     compression: Compression | str | None = None,
     progress: ProgressFn | None = None,
+    limits: Limits | None = None,
 ) -> Descriptor:
     """Copy ``image`` into ``sink`` and return the descriptor of the manifest written.
 
     ``format``: ``"oci"``, ``"docker"`` or ``None`` to keep the source's (or the sink's
     ``default_format``). ``compression``: recompress every layer that differs (``None`` keeps each
-    layer's, except that uncompressed layers get gzip for sinks that store compressed layers). The sink
-    is not closed: the caller commits it.
+    layer's, except that uncompressed layers get gzip for sinks that store compressed layers).
+    ``limits`` bound the decompression of recompressed layers. The sink is not closed: the caller
+    commits it.
     """
     format = _check_format(format, sink)
     target = Compression(compression) if compression is not None else None
-    out = _copy_blobs(image, sink, format, target, progress)
+    out = _copy_blobs(image, sink, format, target, progress, limits)
     sink.put_image(out)
     return out.manifest.descriptor()
 
@@ -208,6 +218,7 @@ def copy_index(
     format: str | None = None,
     compression: Compression | str | None = None,
     progress: ProgressFn | None = None,
+    limits: Limits | None = None,
 ) -> Descriptor:
     """Copy every image of a multi-platform ``index`` and then the index itself (the commit point).
 
@@ -231,7 +242,7 @@ def copy_index(
         image = by_digest.get(entry.digest)
         if image is None:
             raise ManifestError(f"copying {index.digest()}: manifest {entry.digest} of the index was not given")
-        out = _copy_blobs(image, sink, format, target, progress)
+        out = _copy_blobs(image, sink, format, target, progress, limits)
         if put_child is not None:
             put_child(out)
         else:

@@ -45,8 +45,8 @@ from ..errors import (
     UnsafePathError,
 )
 from ..tarfs.entry import Entry, EntryType
-from ..tarfs.paths import parent
 from ..tarfs.limits import default_limits
+from ..tarfs.paths import parent
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.whiteout import (
     WHITEOUT_PREFIX,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ...errors import LayerError
 from ...spec import chain_ids
 from ...tarfs.entry import EntryType
+from ...tarfs.limits import Limits
 from ...tarfs.reader import iter_entries
 from ...union.safefs import SafeRoot
 from ...union.unpack import unpack
@@ -41,8 +42,10 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 USER_OPAQUE_XATTR = "user.overlay.opaque"  # what overlayfs mounted with ``userxattr`` (rootless) writes
 
 
-def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str = "") -> None:
-    """Write one layer's entries into the empty ``target_dir`` in overlayfs lower-dir form."""
+def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str = "",
+                          limits: Limits | None = None, compressed_size: int | None = None) -> None:
+    """Write one layer's entries into the empty ``target_dir`` in overlayfs lower-dir form, within
+    ``limits`` (``None``: the environment's defaults)."""
     dirs: list[tuple[str, int, int, int, int]] = []  # metadata applied last: children change mtimes
     with SafeRoot(target_dir, resolve="never") as root:
 
@@ -52,7 +55,7 @@ def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str =
                 ensure_parents(head)
                 root.mkdir(head, 0o755)
 
-        for entry, content in iter_entries(tar_stream, layer=layer):
+        for entry, content in iter_entries(tar_stream, layer=layer, limits=limits, compressed_size=compressed_size):
             path = entry.path
             if path == ".":
                 dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
@@ -109,9 +112,10 @@ def _clear(root: SafeRoot, path: str) -> None:
 class Snapshots:
     """The per-layer overlay lower directories of a store (see the module docstring)."""
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: LocalStore, limits: Limits | None = None) -> None:
         self.store = store
         self.root = Path(store.snapshots_dir)
+        self.limits = limits
 
     def path(self, chain_id: str) -> Path:
         return self.root / chain_id.partition(":")[2]
@@ -147,13 +151,14 @@ class Snapshots:
             return self.empty_dir()
         final = self.root / ("rootfs-" + ids[-1].partition(":")[2])
         if not final.is_dir():
-            self._atomic(final, lambda tmp: unpack(image, tmp, rootless=os.geteuid() != 0))
+            self._atomic(final, lambda tmp: unpack(image, tmp, rootless=os.geteuid() != 0, limits=self.limits))
         return final
 
     def _unpack(self, layer: Layer, final: Path) -> None:
         def fill(tmp: Path) -> None:
             with layer.open_tar() as tar:
-                extract_overlay_layer(tar, str(tmp), layer=str(layer.diff_id))
+                extract_overlay_layer(tar, str(tmp), layer=str(layer.diff_id), limits=self.limits,
+                                      compressed_size=layer.size)
 
         self._atomic(final, fill)
 
