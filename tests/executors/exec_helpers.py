@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
+import json
+import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,7 @@ from layerkit.store import LocalStore
 from layerkit.tarfs.compression import open_decompressed
 from layerkit.tarfs.entry import Entry
 from layerkit.tarfs.reader import iter_layer
+from layerkit.tarfs.whiteout import is_whiteout
 from layerkit.tarfs.writer import LayerResult, LayerWriter
 
 EXECUTORS = ("native", "rootless", "docker")
@@ -98,3 +102,28 @@ def union_with(image: Any, store: LocalStore, *results: LayerResult) -> Any:
     from layerkit.union import Union
 
     return Union([*image.layers, *(StoredLayer(store, r) for r in results)])
+
+
+def docker_layers(client: Any, ref: str) -> list[bytes]:
+    """The uncompressed layer tars of an image in the Docker Engine, bottom first (``docker save``)."""
+    buf = io.BytesIO()
+    for chunk in client.images.get(ref).save(named=False):
+        buf.write(chunk)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        members = [tf.extractfile(name) for name in manifest[0]["Layers"]]
+        return [m.read() for m in members if m is not None]
+
+
+def layer_summary(entries: Any) -> dict[str, tuple[Any, ...]]:
+    """Entries by path: type, mode, owner, size, content hash, link target (no times); whiteout
+    markers compared by what they hide (Docker writes mode 0600/0755 markers, we write 0644)."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for entry, content in entries:
+        if is_whiteout(entry.path):
+            out[entry.path] = ("whiteout",)
+            continue
+        digest = hashlib.sha256(content.read()).hexdigest() if content is not None else ""
+        out[entry.path] = (entry.type.value, entry.mode, entry.uid, entry.gid, entry.size, digest, entry.linkname)
+    return out

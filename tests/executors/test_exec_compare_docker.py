@@ -4,22 +4,19 @@ target; whiteout markers compared by what they hide) and the same merged filesys
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import docker.errors
 import pytest
-from exec_helpers import load_executor, run_step, union_with
+from exec_helpers import docker_layers as saved_layers
+from exec_helpers import layer_summary, load_executor, run_step, union_with
 
 from layerkit.store import LocalStore
 from layerkit.tarfs.reader import iter_entries, iter_layer
-from layerkit.tarfs.whiteout import is_whiteout
 from layerkit.union import Union
 
 pytestmark = pytest.mark.docker
@@ -41,29 +38,6 @@ class _TarLayer:
 
     def open_tar(self) -> Any:
         return io.BytesIO(self.data)
-
-
-def _docker_top_layer(client: Any, ref: str) -> bytes:
-    buf = io.BytesIO()
-    for chunk in client.images.get(ref).save(named=False):
-        buf.write(chunk)
-    buf.seek(0)
-    with tarfile.open(fileobj=buf) as tf:
-        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
-        member = tf.extractfile(manifest[0]["Layers"][-1])
-        assert member is not None
-        return member.read()
-
-
-def _summary(entries: Any) -> dict[str, tuple[Any, ...]]:
-    out: dict[str, tuple[Any, ...]] = {}
-    for entry, content in entries:
-        if is_whiteout(entry.path):
-            out[entry.path] = ("whiteout",)  # Docker writes mode 0600/0755 markers, we write 0644
-            continue
-        digest = hashlib.sha256(content.read()).hexdigest() if content is not None else ""
-        out[entry.path] = (entry.type.value, entry.mode, entry.uid, entry.gid, entry.size, digest, entry.linkname)
-    return out
 
 
 def _merged(union: Any) -> dict[str, tuple[Any, ...]]:
@@ -88,7 +62,7 @@ def docker_layers(docker_client: Any, docker_cli: str, alpine_image_oci: Path,
             env = {**os.environ, "DOCKER_BUILDKIT": buildkit}
             subprocess.run([docker_cli, "build", "-q", "--network=none", "-t", tag, str(ctx)], check=True,
                            capture_output=True, env=env)
-            layers[name] = _docker_top_layer(docker_client, tag)
+            layers[name] = saved_layers(docker_client, tag)[-1]
     finally:
         for ref in ("lk-exec-cmp:buildkit", "lk-exec-cmp:classic", BASE):
             try:
@@ -105,8 +79,8 @@ def test_native_layer_matches_docker_build(builder: str, docker_layers: dict[str
     step = run_step(native, exec_store, alpine_image, SCRIPT)
     assert step.outcome.exit_code == 0 and step.outcome.layer is not None
     with exec_store.open_blob(step.outcome.layer.digest) as f:
-        ours = _summary(iter_layer(f))
-    theirs = _summary(iter_entries(io.BytesIO(docker_layers[builder])))
+        ours = layer_summary(iter_layer(f))
+    theirs = layer_summary(iter_entries(io.BytesIO(docker_layers[builder])))
     assert ours == theirs
     merged_ours = union_with(alpine_image, exec_store, step.outcome.layer)
     merged_theirs = Union([*alpine_image.layers, _TarLayer(docker_layers[builder])])
