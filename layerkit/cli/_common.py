@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Any, Callable, TypeVar
@@ -26,6 +27,45 @@ def insecure_option(f: F) -> F:
     return click.option(
         "--insecure", is_flag=True, help="Use plain HTTP / skip TLS checks for registries (always on for localhost)."
     )(f)  # type: ignore[return-value]
+
+
+#: Limits field -> (metavar, help) of its flag; the flag names and variables are in tarfs.limits
+_LIMIT_HELP = {
+    "max_bytes": ("SIZE", "Refuse a layer whose uncompressed tar exceeds SIZE (default 64GiB)."),
+    "max_entries": ("N", "Refuse a layer with more than N entries (default 10000000)."),
+    "max_ratio": ("R", ("Refuse a layer decompressing to more than R times its blob size, checked past 1GiB "
+                        "(default 100; 'off' disables).")),
+    "max_header_bytes": ("SIZE", "Refuse a PAX/GNU extended header or sparse map larger than SIZE (default 1MiB)."),
+    "max_sparse_members": ("N", "Refuse a sparse file mapped in more than N segments (default 1000000)."),
+}
+
+
+def limits_option(f: F) -> F:
+    """The layer resource-limit flags (``--max-layer-size`` …), folded into one ``limits`` argument:
+    a :class:`~layerkit.tarfs.limits.Limits` from the ``LAYERKIT_MAX_*`` environment, then the flags."""
+    from dataclasses import replace
+
+    from ..errors import ConfigError
+    from ..tarfs.limits import LIMIT_SETTINGS, default_limits, parse_limit
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        changes: dict[str, Any] = {}
+        for name, (flag, _var) in LIMIT_SETTINGS.items():
+            text = kwargs.pop("limit_" + name)
+            if text is not None:
+                try:
+                    changes[name] = parse_limit(name, text, flag)
+                except ConfigError as exc:
+                    raise click.BadParameter(str(exc), param_hint=flag) from None
+        kwargs["limits"] = replace(default_limits(), **changes)
+        return f(*args, **kwargs)
+
+    for name, (flag, var) in reversed(LIMIT_SETTINGS.items()):
+        metavar, text = _LIMIT_HELP[name]
+        wrapper = click.option(flag, "limit_" + name, default=None, metavar=metavar,
+                               help=f"{text} Env: {var}.")(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def print_json(doc: Any) -> None:

@@ -12,6 +12,7 @@ from ._common import (
     insecure_option,
     is_tty,
     json_option,
+    limits_option,
     platform_option,
     print_json,
     stderr_console,
@@ -85,14 +86,15 @@ def _is_bare(ref: str) -> bool:
               help="Copy every platform of a multi-platform image (registries, oci: layouts, the store).")
 @insecure_option
 @json_option
+@limits_option
 def copy(src: str, dst: str, fmt: str | None, compression: str | None, platform: str | None, all_platforms: bool,
-         insecure: bool, as_json: bool) -> None:
+         insecure: bool, as_json: bool, limits: Any) -> None:
     """Copy an image from SRC to DST (oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME,
     docker://REF, store:NAME, or a bare name: local store for DST; store → Docker Engine → registry for SRC)."""
     if all_platforms and platform:
         raise click.UsageError("--all-platforms and --platform exclude each other")
     _run_copy(src, dst, platform=platform, insecure=insecure, format=fmt, compression=compression,
-              as_json=as_json, bare_src=_is_bare(src), all_platforms=all_platforms)
+              as_json=as_json, bare_src=_is_bare(src), all_platforms=all_platforms, limits=limits)
 
 
 @click.command()

@@ -9,6 +9,7 @@ import click
 from ._common import (
     insecure_option,
     json_option,
+    limits_option,
     platform_option,
     print_json,
     stdout_console,
@@ -17,15 +18,15 @@ from ._common import (
 __all__ = ["diff"]
 
 
-def _side(arg: str, platform: str | None, insecure: bool) -> Any:
+def _side(arg: str, platform: str | None, insecure: bool, limits: Any) -> Any:
     from ..analyze import diff as d
     from ..spec import Platform
     from ..transport import open_image
 
     if d.is_layer_file(arg):
-        return d.layer_file_side(arg)
+        return d.layer_file_side(arg, limits)
     image = open_image(arg, platform=Platform.parse(platform) if platform else None, insecure=insecure)
-    return d.image_side(image, arg)
+    return d.image_side(image, arg, limits=limits)
 
 
 def _render(out: Any, result: Any) -> None:
@@ -78,11 +79,13 @@ def _render(out: Any, result: Any) -> None:
 @json_option
 @platform_option
 @insecure_option
-def diff(a: str, b: str, types: tuple[str, ...], as_json: bool, platform: str | None, insecure: bool) -> None:
+@limits_option
+def diff(a: str, b: str, types: tuple[str, ...], as_json: bool, platform: str | None, insecure: bool,
+         limits: Any) -> None:
     """Compare two images (any transports) or two layer files (.tar, .tar.gz, .tar.zst)."""
     from ..analyze.diff import TYPES, diff_sides
 
-    result = diff_sides(_side(a, platform, insecure), _side(b, platform, insecure), types or TYPES)
+    result = diff_sides(_side(a, platform, insecure, limits), _side(b, platform, insecure, limits), types or TYPES)
     if as_json:
         print_json(result.to_json())
     else:

@@ -12,6 +12,7 @@ from ._common import (
     insecure_option,
     is_tty,
     json_option,
+    limits_option,
     platform_option,
     print_json,
     stderr_console,
@@ -37,7 +38,7 @@ def _human(n: float) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _inspect_with_progress(image: Any, reference: str) -> Any:
+def _inspect_with_progress(image: Any, reference: str, limits: Any) -> Any:
     """Run the analysis with a transient progress bar on stderr (quiet without a TTY)."""
     from rich.progress import (
         BarColumn,
@@ -59,7 +60,7 @@ def _inspect_with_progress(image: Any, reference: str) -> Any:
             done[index] = n
             progress.update(task, completed=sum(done.values()))
 
-        return inspect_image(image, reference=reference, progress=hook)
+        return inspect_image(image, reference=reference, progress=hook, limits=limits)
 
 
 def _render_summary(out: Any, ins: Any) -> None:
@@ -184,9 +185,11 @@ def _render_waste(out: Any, ins: Any) -> None:
 @click.option("--max-wasted-percent", default=None, help="--ci: highest allowed user wasted percent (e.g. 10).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
               help="Write a self-contained HTML report to this file.")
+@limits_option
 def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: str | None, show_layers: bool,
             show_files: bool, layer_index: int | None, show_waste: bool, ci: bool, min_efficiency: str | None,
-            max_wasted_bytes: str | None, max_wasted_percent: str | None, html_file: str | None) -> None:
+            max_wasted_bytes: str | None, max_wasted_percent: str | None, html_file: str | None,
+            limits: Any) -> None:
     """Show an image's config, history and layers with their real sizes, changes and waste."""
     image = _open(ref, platform, insecure)
     if raw is not None:
@@ -196,7 +199,7 @@ def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: 
         return
     if layer_index is not None and not 0 <= layer_index < len(image.layers):
         raise click.BadParameter(f"the image has layers 0-{len(image.layers) - 1}", param_hint="--layer")
-    ins = _inspect_with_progress(image, ref)
+    ins = _inspect_with_progress(image, ref, limits)
     results = None
     if ci:
         from dataclasses import replace
@@ -249,13 +252,14 @@ def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: 
 @json_option
 @platform_option
 @insecure_option
-def blame(ref: str, path: str, as_json: bool, platform: str | None, insecure: bool) -> None:
+@limits_option
+def blame(ref: str, path: str, as_json: bool, platform: str | None, insecure: bool, limits: Any) -> None:
     """Which layer provides PATH in REF, and which layers' versions it overrides or hides."""
     from ..analyze.summary import blame as blame_path
     from ..errors import LayerkitError
 
     image = _open(ref, platform, insecure)
-    ins = _inspect_with_progress(image, ref)
+    ins = _inspect_with_progress(image, ref, limits)
     result = blame_path(ins, path)
     if not result.versions:
         raise LayerkitError(f"blaming {result.path} in {ref}: no layer has this path; check it with `layerkit ls`")

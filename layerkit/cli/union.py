@@ -16,6 +16,7 @@ from ._common import (
     insecure_option,
     is_tty,
     json_option,
+    limits_option,
     platform_option,
     print_json,
     stderr_console,
@@ -28,10 +29,10 @@ def _open(ref: str, platform: str | None, insecure: bool) -> Any:
     return open_image(ref, platform=platform, insecure=insecure)
 
 
-def _union(image: Any) -> Any:
+def _union(image: Any, limits: Any) -> Any:
     from ..union import Union
 
-    return Union(image)
+    return Union(image, limits=limits)
 
 
 def _missing(exc: OSError) -> LayerkitError:
@@ -89,10 +90,12 @@ def _long_line(node: Any, name: str) -> str:
 @json_option
 @platform_option
 @insecure_option
-def ls(ref: str, path: str, long: bool, recursive: bool, as_json: bool, platform: str | None, insecure: bool) -> None:
+@limits_option
+def ls(ref: str, path: str, long: bool, recursive: bool, as_json: bool, platform: str | None, insecure: bool,
+       limits: Any) -> None:
     """List PATH in the merged filesystem of image REF, with the layer providing each entry."""
     image = _open(ref, platform, insecure)
-    union = _union(image)
+    union = _union(image, limits)
     try:
         top = union.stat(path)
         if top.entry.is_symlink() and not long:  # like ls(1): a link to a directory lists the directory
@@ -125,9 +128,10 @@ def ls(ref: str, path: str, long: bool, recursive: bool, as_json: bool, platform
 @click.argument("path")
 @platform_option
 @insecure_option
-def cat(ref: str, path: str, platform: str | None, insecure: bool) -> None:
+@limits_option
+def cat(ref: str, path: str, platform: str | None, insecure: bool, limits: Any) -> None:
     """Write the content of file PATH of image REF to stdout (symlinks followed inside the image)."""
-    union = _union(_open(ref, platform, insecure))
+    union = _union(_open(ref, platform, insecure), limits)
     try:
         src = union.open(path)
     except OSError as exc:
@@ -145,7 +149,8 @@ def cat(ref: str, path: str, platform: str | None, insecure: bool) -> None:
 @json_option
 @platform_option
 @insecure_option
-def export(ref: str, output: str, as_json: bool, platform: str | None, insecure: bool) -> None:
+@limits_option
+def export(ref: str, output: str, as_json: bool, platform: str | None, insecure: bool, limits: Any) -> None:
     """Flatten image REF: its merged rootfs as one plain tar (no whiteouts, hard links kept)."""
     import os
 
@@ -154,13 +159,13 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
     image = _open(ref, platform, insecure)
     with _progress(is_tty() and output != "-", "exporting") as progress:
         if output == "-":
-            result = export_tar(image, sys.stdout.buffer, progress=progress)
+            result = export_tar(image, sys.stdout.buffer, limits=limits, progress=progress)
             sys.stdout.buffer.flush()
         else:
             tmp = output + ".partial"
             try:
                 with open(tmp, "wb") as f:
-                    result = export_tar(image, f, progress=progress)
+                    result = export_tar(image, f, limits=limits, progress=progress)
                 os.replace(tmp, output)
             except BaseException as exc:
                 if os.path.exists(tmp):
@@ -182,15 +187,16 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
 @json_option
 @platform_option
 @insecure_option
+@limits_option
 def unpack(ref: str, directory: str, rootless: bool, no_privileged_bits: bool, as_json: bool,
-           platform: str | None, insecure: bool) -> None:
+           platform: str | None, insecure: bool, limits: Any) -> None:
     """Unpack the merged rootfs of image REF into DIRECTORY (empty or new), safely."""
     from ..union.unpack import unpack as unpack_tree
 
     image = _open(ref, platform, insecure)
     with _progress(is_tty() and not as_json, "unpacking") as progress:
         result = unpack_tree(image, directory, rootless=rootless, no_privileged_bits=no_privileged_bits,
-                             progress=progress)
+                             limits=limits, progress=progress)
     skipped = [{"path": s.path, "layer": s.layer, "reason": s.reason} for s in result.skipped]
     if as_json:
         print_json({
