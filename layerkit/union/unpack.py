@@ -171,10 +171,13 @@ class _Writer:
 def _prepare_target(target_dir: str | os.PathLike[str]) -> Path:
     target = Path(target_dir)
     try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        target.mkdir(parents=True, mode=0o700)
-        return target
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            target.mkdir(parents=True, mode=0o700)
+            return target
+    except OSError as exc:  # a parent that is a file, no permission, a read-only file system
+        raise LayerError(f"unpacking into {target}: {exc.strerror or exc}; pass a directory you can create") from None
     if not stat.S_ISDIR(st.st_mode):
         raise LayerError(f"unpacking into {target}: it exists and is not a directory; pass an empty or new directory")
     if any(os.scandir(target)):
