@@ -168,6 +168,8 @@ REFERENCE_CASES = [
     (("cat", "oci:{good}:v1", "/no/such/file"), ["/no/such/file"]),
     (("ls", "oci:{good}:v1", "/no/such/dir"), ["/no/such/dir"]),
     (("export", "oci:{good}:v1", "-o", "{missing}/out.tar"), ["{missing}/out.tar"]),
+    (("unpack", "oci:{good}:v1", "/proc/no-such-dir"), ["/proc/no-such-dir"]),
+    (("unpack", "oci:{good}:v1", "{archive}/below-a-file"), ["{archive}/below-a-file"]),
     # registries: down, refusing, without the image
     (("pull", "{closed}/safety/x:1"), ["{closed}"]),
     (("inspect", "docker://{closed}/safety/x:1"), ["{closed}"]),
