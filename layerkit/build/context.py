@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,16 +50,23 @@ class StatCache:
         self.misses = 0
 
     def digest(self, rel: str, host: str, st: os.stat_result) -> Digest:
+        return Digest(self.digest_text(rel, host, st))
+
+    def digest_text(self, rel: str, host: str, st: os.stat_result) -> str:
+        """:meth:`digest` as a plain string: the fingerprint walk calls this per file, and a cached
+        value is checked by shape only (a malformed one is a miss, hashed again)."""
         sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         cached = self._entries.get(rel)
         if cached is not None and cached[:4] == sig:
-            self.hits += 1
-            return Digest(str(cached[4]))
+            text = cached[4]
+            if isinstance(text, str) and len(text) == 71 and text.startswith("sha256:"):
+                self.hits += 1
+                return text
         self.misses += 1
         digest, _ = sha256_file(host)
         self._entries[rel] = [*sig, str(digest)]
         self._dirty = True
-        return digest
+        return str(digest)
 
     def save(self) -> None:
         """Persist atomically (best effort: a cache that cannot be written is only slower)."""
@@ -172,6 +180,58 @@ class BuildContext:
     def content_digest(self, rel: str) -> Digest:
         host = self.host(rel)
         return self.stat_cache.digest(rel, host, os.lstat(host))
+
+    def walk_lstat(
+        self, rel: str, prune: Callable[[str], bool] | None = None
+    ) -> Iterator[tuple[str, str, str, os.stat_result]]:
+        """``(path, rel_below, host_path, lstat)`` for ``rel`` and everything below it, depth first,
+        names sorted as bytes: what :meth:`lstat` + :meth:`listdir` show (ignored entries absent), in
+        the order a stack walk over them visits. ``prune(rel_below)`` skips an entry and its subtree.
+
+        One ``lstat`` per entry and no xattr reads: this is the COPY fingerprint, i.e. all a
+        no-change rebuild does with a large context."""
+        host = self.host(rel)
+        try:
+            st = os.lstat(host)
+        except OSError:
+            return
+        if not self._visible(rel, st):
+            return
+        yield rel, "", host, st
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        stack = [(iter(self._scan(rel, host)), rel, "")]
+        while stack:
+            item = next(stack[-1][0], None)
+            if item is None:
+                stack.pop()
+                continue
+            name, d = item
+            parent, parent_rel = stack[-1][1], stack[-1][2]
+            below = f"{parent_rel}/{name}" if parent_rel else name
+            if prune is not None and prune(below):
+                continue
+            try:
+                st = d.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone since the scan, as lstat() would find
+            path = f"{parent}/{name}" if parent != "." else name
+            yield path, below, d.path, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((iter(self._scan(path, d.path)), path, below))
+
+    def _scan(self, rel: str, host: str) -> list[tuple[str, os.DirEntry[str]]]:
+        """:meth:`listdir` keeping the ``DirEntry`` objects."""
+        base = "" if rel in ("", ".") else rel + "/"
+        out = []
+        with os.scandir(host) as it:
+            for d in it:
+                if not self.ignore or not self.excluded(base + d.name) or (
+                    d.is_dir(follow_symlinks=False) and self.ignore.may_include_below(base + d.name)
+                ):
+                    out.append((d.name, d))
+        out.sort(key=lambda item: item[0].encode("utf-8", "surrogateescape"))
+        return out
 
     def open(self, rel: str) -> BinaryIO:
         return open(self.host(rel), "rb")

@@ -28,9 +28,11 @@ import bz2
 import hashlib
 import io
 import lzma
+import os
 import posixpath
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -254,6 +256,22 @@ def fingerprint_sources(
             real = fs.resolve(top)
             if real is None:
                 raise CopySourceError(f"{top!r} not found in the build context")
+            walk_lstat = getattr(fs, "walk_lstat", None)
+            if walk_lstat is not None:  # the build context: one lstat per entry, no Entry objects
+                prune = exclude.matches if exclude is not None else None
+                for path, rel, host, st in walk_lstat(real, prune):
+                    kind = _STAT_KINDS.get(stat.S_IFMT(st.st_mode))
+                    if kind is None:
+                        fs.lstat(path)  # raises the context's error for sockets and the like
+                        continue
+                    content = link = ""
+                    if kind == "file":
+                        content = fs.stat_cache.digest_text(path, host, st)
+                    elif kind == "symlink":
+                        link = os.readlink(host)
+                    size = st.st_size if kind == "file" else 0
+                    h.update(_fingerprint_record(top, rel, kind, stat.S_IMODE(st.st_mode), size, link, content))
+                continue
             stack = [(real, "")]
             while stack:
                 path, rel = stack.pop()
@@ -263,15 +281,24 @@ def fingerprint_sources(
                 if e is None:
                     continue
                 content = str(fs.content_digest(path)) if e.is_file() else ""
-                h.update(
-                    f"\x00{top}\x00{rel}\x00{e.type.value}\x00{e.mode:o}\x00{e.size}\x00{e.linkname}\x00{content}".encode(
-                        "utf-8", "surrogateescape"
-                    )
-                )
+                h.update(_fingerprint_record(top, rel, e.type.value, e.mode, e.size, e.linkname, content))
                 if e.is_dir():
                     for name in reversed(fs.listdir(path)):
                         stack.append((f"{path}/{name}" if path != "." else name, f"{rel}/{name}" if rel else name))
     return h.hexdigest()
+
+
+#: lstat file type -> EntryType value, for the types a layer can hold
+_STAT_KINDS = {
+    stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",
+}
+
+
+def _fingerprint_record(top: str, rel: str, kind: str, mode: int, size: int, link: str, content: str) -> bytes:
+    return f"\x00{top}\x00{rel}\x00{kind}\x00{mode:o}\x00{size}\x00{link}\x00{content}".encode(
+        "utf-8", "surrogateescape"
+    )
 
 
 def _matches(fs: SourceFS, pattern: str, parents: bool) -> list[str]:
