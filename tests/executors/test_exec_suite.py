@@ -227,3 +227,30 @@ def test_locked_cache_mount_serialises_steps(executor: Any, exec_store: LocalSto
     for t in threads:
         t.join()
     assert (cache / "n").read_text() == "2\n"
+
+
+def test_private_cache_mount_gives_concurrent_steps_their_own_dir(executor: Any, exec_store: LocalStore,
+                                                                  alpine_image: Any) -> None:
+    """Two steps at once on a ``sharing=private`` cache: the second gets a fresh sibling directory
+    instead of waiting or sharing; a later step (no one else running) gets the first one back."""
+    import threading
+
+    cache = exec_store.cache_dir / f"private-{executor.name}"
+    mount = Mount(type="cache", target="/cache", host_path=cache, readonly=False, sharing="private")
+    script = "ls /cache; echo $1 > /cache/who; sleep 1; echo saw $(cat /cache/who)"
+    steps: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        steps[name] = run_step(executor, exec_store, alpine_image, script, argv=("/bin/sh", "-c", script, "sh", name),
+                               mounts=(mount,))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {steps[n].output.decode().split()[-1] for n in "ab"} == {"a", "b"}  # nobody saw the other's write
+    assert sorted(p.name for p in exec_store.cache_dir.glob(f"private-{executor.name}*") if p.is_dir()) == [
+        f"private-{executor.name}", f"private-{executor.name}.private-1"]
+    later = run_step(executor, exec_store, alpine_image, "cat /cache/who", mounts=(mount,))
+    assert later.output.decode() == (cache / "who").read_text()  # the main directory, kept from before

@@ -6,7 +6,8 @@
 
 Shared pieces: :mod:`.snapshots` (overlay lower dirs keyed by chain ID), :mod:`.overlay_diff` (upper
 dir → changes), :mod:`.tree_diff` (the change set and before/after comparison), :mod:`.sandbox`
-(namespace/mount helpers; runs as a stdlib-only script).
+(namespace/mount helpers; runs as a stdlib-only script), :mod:`.cache_mounts` (cache mount sharing
+modes), :mod:`.heredoc` (RUN heredocs turned into argv as BuildKit does; used by the builder).
 """
 
 from __future__ import annotations

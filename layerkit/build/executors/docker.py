@@ -20,6 +20,7 @@ the asked mode/owner, tmpfs a tmpfs. The Engine must share this host's filesyste
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -45,7 +46,8 @@ from ...tarfs.whiteout import (
 )
 from ...tarfs.writer import LayerWriter, layer_order_key
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
-from .native import OutputTail, cache_locks
+from .cache_mounts import hold_cache_mounts
+from .native import OutputTail
 from .sandbox import resolve_in_root
 from .snapshots import Snapshots
 
@@ -241,6 +243,12 @@ class DockerExecutor:
     def _run(self, client: Any, request: RunRequest, work: Path, cleanup: list[Any],
              write_layer: WriteLayer, output: Output) -> RunOutcome:
         parent = self._parent(client, request, cleanup)
+        with hold_cache_mounts(request.mounts) as mounts:
+            request = dataclasses.replace(request, mounts=mounts)
+            return self._create(client, parent, request, work, cleanup, write_layer, output)
+
+    def _create(self, client: Any, parent: str, request: RunRequest, work: Path, cleanup: list[Any],
+                write_layer: WriteLayer, output: Output) -> RunOutcome:
         binds, tmpfs = self._mounts(request, work)
         container = client.containers.create(
             parent,
@@ -258,8 +266,7 @@ class DockerExecutor:
             detach=True,
         )
         cleanup.append(lambda: container.remove(force=True, v=True))
-        with cache_locks(request.mounts):
-            return self._start(client, container, parent, request, work, cleanup, write_layer, output)
+        return self._start(client, container, parent, request, work, cleanup, write_layer, output)
 
     def _start(self, client: Any, container: Any, parent: str, request: RunRequest, work: Path, cleanup: list[Any],
                write_layer: WriteLayer, output: Output) -> RunOutcome:

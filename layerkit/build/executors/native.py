@@ -10,8 +10,7 @@ Network: ``none`` → own namespace, loopback only. ``default`` and ``host`` →
 
 Mounts (``RUN --mount``): a context ``bind`` is bound read-only, or — ``rw`` — through an overlay with
 a throwaway upper dir (a file is copied); ``from=`` an image is an overlay of *its* snapshots;
-``cache`` binds the persistent host dir (``sharing=locked``: an exclusive flock on
-``<dir>.lock`` for the step, :func:`cache_locks`); ``tmpfs`` is a tmpfs; ``secret`` is a copy with the asked
+``cache`` binds the persistent host dir (sharing modes: :mod:`.cache_mounts`); ``tmpfs`` is a tmpfs; ``secret`` is a copy with the asked
 mode/owner in a private temp dir, bound read-only. Mount points the image lacked are removed from
 the change set and their parent's mtime restored, so mounts never show in the layer.
 
@@ -22,21 +21,20 @@ only ever file *paths* in the request (the builder must hash the secret id, not 
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ...errors import BuildError
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
+from .cache_mounts import hold_cache_mounts
 from .overlay_diff import MOUNT_OPTIONS, overlay_changes
 from .snapshots import Snapshots
 
@@ -66,19 +64,6 @@ class OutputTail:
     def text(self, extra: str = "") -> str:
         data = b"".join(self._chunks)[-TAIL_BYTES:]
         return data.decode("utf-8", "replace") + extra
-
-
-@contextlib.contextmanager
-def cache_locks(mounts: tuple[Mount, ...]) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<cache dir>.lock`` for each ``sharing=locked`` cache mount
-    while the step runs, so concurrent steps (and builds) take turns; taken in path order, so two
-    steps locking the same set cannot deadlock."""
-    with contextlib.ExitStack() as stack:
-        for path in sorted({str(m.host_path) for m in mounts if m.type == "cache" and m.sharing == "locked" and m.host_path}):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            f = stack.enter_context(open(path + ".lock", "a+b"))
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        yield
 
 
 def etc_files(request: RunRequest, into: Path) -> dict[str, str]:
@@ -148,8 +133,9 @@ class NativeExecutor:
             upper, ovwork, rootfs = work / "upper", work / "work", work / "rootfs"
             for d in (upper, ovwork, rootfs):
                 d.mkdir()
-            spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work, snaps), snaps, work)
-            with cache_locks(request.mounts):
+            with hold_cache_mounts(request.mounts) as mounts:
+                request = dataclasses.replace(request, mounts=mounts)
+                spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work, snaps), snaps, work)
                 code, tail = run_sandbox(spec, work, output, request)
             if code != 0:
                 return RunOutcome(exit_code=code, output_tail=tail)

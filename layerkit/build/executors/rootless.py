@@ -23,6 +23,7 @@ share the host's network, as in the native executor.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +37,8 @@ from ...errors import BuildError
 from ...tarfs.entry import Entry
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
-from .native import OutputTail, cache_locks, etc_files, run_sandbox, sandbox_spec
+from .cache_mounts import hold_cache_mounts
+from .native import OutputTail, etc_files, run_sandbox, sandbox_spec
 from .snapshots import Snapshots
 from .tree_diff import diff_trees
 
@@ -84,16 +86,16 @@ class RootlessExecutor:
             root = str(after)
             made_workdir: list[str] = []  # part of the layer, owned by root (BuildKit creates it so)
             sandbox.resolve_in_root(root, request.workdir or "/", create="dir", created=made_workdir)
-            if os.geteuid() == 0:
-                # root without overlayfs (or asked for this executor): our own sandbox, real root
-                # inside, so chown, groups and device nodes work; only the diff differs from native
-                with cache_locks(request.mounts):
+            with hold_cache_mounts(request.mounts) as mounts:
+                request = dataclasses.replace(request, mounts=mounts)
+                if os.geteuid() == 0:
+                    # root without overlayfs (or asked for this executor): our own sandbox, real root
+                    # inside, so chown, groups and device nodes work; only the diff differs from native
                     code, tail = run_sandbox(sandbox_spec(request, after, None, snaps, work), work, output, request)
-                stubs = json.loads((work / "stubs.json").read_text()) if code == 0 else []
-            else:
-                stubs = []
-                args = self._bwrap_args(request, root, snaps, work, stubs)
-                with cache_locks(request.mounts):
+                    stubs = json.loads((work / "stubs.json").read_text()) if code == 0 else []
+                else:
+                    stubs = []
+                    args = self._bwrap_args(request, root, snaps, work, stubs)
                     code, tail = self._execute(args, request, output)
             if code != 0:
                 return RunOutcome(exit_code=code, output_tail=tail)
