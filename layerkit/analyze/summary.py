@@ -36,17 +36,30 @@ prints. Keys (sizes are bytes; paths are absolute, ``/``-prefixed):
     ``{"path", "bytes", "copies": [{"layer", "size", "hiddenBy", "reason"}]}`` (``reason`` is
     ``overwritten``, ``deleted`` or ``opaque``), largest first; ``dive`` holds dive 0.13's
     ``{"efficiency", "wastedBytes", "userWastedPercent"}`` (see :mod:`layerkit.analyze.waste`).
+``privileged``
+    always present, at the top level for the merged image (only what it shows; each entry with the
+    ``layer`` providing it) and in every ``layers`` item for what that layer ships:
+    ``{"setuid", "setgid", "capabilities", "devices", "worldWritable"}``, lists sorted by path of
+    ``{"path", "mode", "uid", "gid"}`` (``mode`` octal text). ``setuid``/``setgid``: regular files
+    with that bit; ``capabilities`` add ``caps`` (permitted set, libcap names such as
+    ``cap_net_bind_service``), ``inheritable``, ``effective``, ``text`` (``getcap`` form,
+    ``cap_net_raw=ep``), ``version`` (vfs_cap_data 1-3) and ``rootid`` (v3), or ``error`` when the
+    value does not decode; ``devices`` add ``type`` (``char``/``block``) and ``device``
+    ``[major, minor]``; ``worldWritable`` (mode o+w without the sticky bit, symlinks aside) adds
+    ``type``. See :mod:`layerkit.analyze.privileged`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ..image import Image
 from ..spec import History, ImageConfig
 from ..tarfs.limits import Limits
 from ..union import Union
+from .privileged import Privileged, image_privileged, layer_privileged
 from .sizes import LayerStats, ProgressHook, layer_stats, metered_union
 from .waste import Waste, waste
 
@@ -81,6 +94,16 @@ class Inspection:
         h = self.history_of_layer[layer]
         return self.config.history[h].created_by if h is not None else ""
 
+    @cached_property
+    def privileged(self) -> Privileged:
+        """Privileged entries of the merged image (from the union's index: no extra read)."""
+        return image_privileged(self.union)
+
+    @cached_property
+    def layer_privileged(self) -> list[Privileged]:
+        """Privileged entries each layer ships."""
+        return [layer_privileged(self.union, st.index) for st in self.layers]
+
     def step(self, layer: int) -> History | None:
         h = self.history_of_layer[layer]
         return self.config.history[h] if h is not None else None
@@ -99,6 +122,7 @@ class Inspection:
             doc.update(st.to_json())
             doc["createdBy"] = self.created_by(st.index)
             doc["history"] = self.history_of_layer[st.index]
+            doc["privileged"] = self.layer_privileged[st.index].to_json()
             layers.append(doc)
         totals = {k: sum(layer[k] for layer in layers)
                   for k in ("size", "uncompressedSize", "contentSize", "survivingSize", "wastedSize")}
@@ -116,6 +140,7 @@ class Inspection:
             "layers": layers,
             "totals": totals,
             "waste": self.waste.to_json(top=top_waste),
+            "privileged": self.privileged.to_json(),
         }
 
 

@@ -109,14 +109,14 @@ def _render_layers(out: Any, ins: Any, detailed: bool) -> None:
     for col in ("#", "digest", "size", "uncompr.", "files"):
         table.add_column(col, justify="left" if col == "digest" else "right", no_wrap=True)
     if detailed:
-        for col in ("content", "survives", "wasted", "A/M/R"):
+        for col in ("content", "survives", "wasted", "A/M/R", "priv"):
             table.add_column(col, justify="right", no_wrap=True)
     table.add_column("created by", no_wrap=True, overflow="ellipsis", max_width=50)
     for st in ins.layers:
         row = [str(st.index), st.digest.short[:8], _human(st.size), _human(st.uncompressed_size), str(st.files)]
         if detailed:
             row += [_human(st.content_size), _human(st.surviving_size), _human(st.wasted_size),
-                    f"{st.added[0]}/{st.modified[0]}/{st.removed[0]}"]
+                    f"{st.added[0]}/{st.modified[0]}/{st.removed[0]}", str(len(ins.layer_privileged[st.index]))]
         row.append(ins.created_by(st.index))
         table.add_row(*row)
     out.print(table)
@@ -124,6 +124,27 @@ def _render_layers(out: Any, ins: Any, detailed: bool) -> None:
     out.print(f"total: {_human(tot['size'])} compressed, {_human(tot['uncompressedSize'])} uncompressed, "
               f"{_human(tot['contentSize'])} content, {_human(tot['survivingSize'])} in the merged image, "
               f"{tot['files']} paths")
+
+
+def _render_privileged(out: Any, ins: Any) -> None:
+    """setuid/setgid files, file capabilities, devices and world-writable paths the image shows:
+    always printed, so nobody runs an image without seeing what it can do beyond plain files."""
+    from rich.markup import escape
+
+    priv = ins.privileged
+    if not len(priv):
+        out.print("privileged: none (no setuid/setgid files, file capabilities, devices or world-writable paths)")
+        return
+    out.print("[bold]privileged[/] (merged image)")
+    rows: list[tuple[str, dict[str, Any], str]] = []
+    rows += [("setuid", d, "") for d in priv.setuid]
+    rows += [("setgid", d, "") for d in priv.setgid]
+    rows += [("caps", d, d.get("text") or f"undecodable: {d.get('error')}") for d in priv.capabilities]
+    rows += [(d["type"], d, "{}:{}".format(*d["device"])) for d in priv.devices]
+    rows += [("o+w", d, d["type"]) for d in priv.world_writable]
+    for kind, d, note in rows:
+        out.print(f"  {kind:<6} {escape(d['path'])}  {d['mode']} {d['uid']}:{d['gid']}  layer {d['layer']}"
+                  + (f"  {escape(note)}" if note else ""))
 
 
 def _render_files(out: Any, ins: Any, only: int | None) -> None:
@@ -232,6 +253,7 @@ def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: 
         if not (show_layers or show_files or show_waste or ci):
             _render_summary(out, ins)
             _render_layers(out, ins, detailed=False)
+            _render_privileged(out, ins)
         if show_layers:
             _render_layers(out, ins, detailed=True)
         if show_files:

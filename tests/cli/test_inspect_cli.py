@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 INSPECT_KEYS = {"reference", "source", "digest", "mediaType", "platform", "created", "author", "config", "history",
-                "layers", "totals", "waste"}
+                "layers", "totals", "waste", "privileged"}
 LAYER_KEYS = {"index", "digest", "diffId", "mediaType", "size", "uncompressedSize", "contentSize", "survivingSize",
-              "wastedSize", "files", "added", "modified", "removed", "createdBy", "history"}
+              "wastedSize", "files", "added", "modified", "removed", "createdBy", "history", "privileged"}
 
 
 @pytest.fixture
