@@ -491,11 +491,18 @@ class OCILayout:
         entry = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size, annotations,
                            descriptor.platform, descriptor.urls, descriptor.artifact_type)
         with self._edit_index() as entries:
-            if name:
-                entries[:] = [e for e in entries if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != name]
+            if name:  # the name moves here; an untagged entry of this image becomes redundant (kept, it
+                # would list the image twice and keep it alive through `rmi` + `gc`)
+                def keep(e: dict[str, Any]) -> bool:
+                    ref = (e.get("annotations") or {}).get(ANNOTATION_REF_NAME)
+                    return ref != name and (bool(ref) or e.get("digest") != entry.digest)
+
+                entries[:] = [e for e in entries if keep(e)]
             else:
                 entries[:] = [e for e in entries if e.get("digest") != entry.digest
                               or (e.get("annotations") or {}).get(ANNOTATION_REF_NAME)]
+                if any(e.get("digest") == entry.digest for e in entries):
+                    return entry  # a tag already keeps this image
             entries.append(entry.to_json())
         return entry
 
