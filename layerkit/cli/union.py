@@ -198,11 +198,12 @@ def unpack(ref: str, directory: str, rootless: bool, no_privileged_bits: bool, a
         result = unpack_tree(image, directory, rootless=rootless, no_privileged_bits=no_privileged_bits,
                              limits=limits, progress=progress)
     skipped = [{"path": s.path, "layer": s.layer, "reason": s.reason} for s in result.skipped]
+    stripped = [{"path": s.path, "layer": s.layer, "bits": list(s.bits)} for s in result.stripped]
     if as_json:
         print_json({
             "reference": ref, "directory": directory, "files": result.files, "dirs": result.dirs,
             "symlinks": result.symlinks, "hardlinks": result.hardlinks, "specials": result.specials,
-            "bytes": result.bytes, "skipped": skipped,
+            "bytes": result.bytes, "skipped": skipped, "stripped": stripped,
         })
         return
     click.echo(
@@ -210,5 +211,20 @@ def unpack(ref: str, directory: str, rootless: bool, no_privileged_bits: bool, a
         f"{result.symlinks} symlinks, {result.hardlinks} hard links, {result.bytes} bytes",
         err=True,
     )
+    _report_policy(skipped, stripped)
+
+
+#: paths listed per line of the unpack summary; --json lists them all
+_SHOWN = 5
+
+
+def _report_policy(skipped: list[dict[str, Any]], stripped: list[dict[str, Any]]) -> None:
+    """A short stderr summary of what the policy left out: one line per reason, a few paths each."""
+    groups: dict[str, list[str]] = {}
     for s in skipped:
-        click.echo(f"skipped {s['path']} (layer {s['layer']}): {s['reason']}", err=True)
+        groups.setdefault(f"skipped: {s['reason']}", []).append(s["path"])
+    for s in stripped:
+        groups.setdefault(f"stripped: {'/'.join(s['bits'])} bit", []).append(s["path"])
+    for what, paths in groups.items():
+        more = f" and {len(paths) - _SHOWN} more (--json lists all)" if len(paths) > _SHOWN else ""
+        click.echo(f"{what}: {', '.join(paths[:_SHOWN])}{more}", err=True)

@@ -13,11 +13,22 @@ onto an existing tree, whiteouts applied to lower content only, with the same pa
 index (a lower non-directory in the way of a member becomes a directory; writing through a
 non-directory planted by the same layer is refused).
 
-Policy knobs: ``rootless`` (no chown: files belong to the caller; device nodes skipped and
-reported; only ``user.*`` xattrs), ``no_privileged_bits`` (setuid/setgid and
-``security.capability`` stripped). ``trusted.overlay.*`` xattrs are never written: they steer
-overlayfs when the tree is later used as a lower dir. Every write goes through
-:class:`~layerkit.union.safefs.SafeRoot` with symlink-free parent resolution.
+Policy, explicit for every privileged thing a layer can carry:
+
+- as root (the default): owners, setuid/setgid bits, ``security.capability`` and device nodes are
+  kept, for a runnable rootfs. A root that cannot create device nodes (a container without
+  ``CAP_MKNOD``, root in a user namespace) is refused with an error pointing at ``--rootless``.
+- not root: refused up front unless ``rootless`` is asked for (owners and devices need root).
+- ``rootless``: no chown (every file belongs to the caller); device nodes are *skipped* and
+  reported; only ``user.*`` xattrs are written; setuid/setgid and ``security.capability`` are
+  stripped, as with ``no_privileged_bits``.
+- ``no_privileged_bits``: setuid/setgid bits of regular files are stripped and reported in
+  :attr:`UnpackResult.stripped`; ``security.capability`` is not written and reported in
+  :attr:`UnpackResult.skipped` (directory setgid, which only steers group inheritance, is kept).
+
+``trusted.overlay.*`` xattrs are never written: they steer overlayfs when the tree is later used as a
+lower dir. Every write goes through :class:`~layerkit.union.safefs.SafeRoot` with symlink-free
+parent resolution.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from ..tarfs.whiteout import (
 from .safefs import SafeRoot, copy_to_fd
 from .tree import Node, Union, compressed_size
 
-__all__ = ["Progress", "SkippedEntry", "UnpackResult", "apply_layer", "unpack"]
+__all__ = ["Progress", "SkippedEntry", "StrippedBits", "UnpackResult", "apply_layer", "unpack"]
 
 #: ``progress(stage, done, total)``: stage "index" counts layers, "write" counts content bytes.
 Progress = Callable[[str, int, int], None]
@@ -57,12 +68,22 @@ class SkippedEntry:
     reason: str
 
 
+@dataclass(frozen=True)
+class StrippedBits:
+    """A file written without the privileged mode bits (``setuid``, ``setgid``) it had in the image."""
+
+    path: str
+    layer: int | str
+    bits: tuple[str, ...]
+
+
 @dataclass
 class UnpackResult:
     files: int = 0  # regular files written (hard links counted apart)
     dirs: int = 0
     bytes: int = 0
-    skipped: list[SkippedEntry] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)  # entries and xattrs not written, and why
+    stripped: list[StrippedBits] = field(default_factory=list)  # setuid/setgid removed by policy
     symlinks: int = 0
     hardlinks: int = 0
     specials: int = 0  # device nodes and fifos
@@ -74,13 +95,20 @@ class _Policy:
     rootless: bool
     no_privileged_bits: bool
 
-    def mode(self, mode: int) -> int:
-        return mode & (0o1777 if self.no_privileged_bits else 0o7777)
+    @property
+    def strips(self) -> bool:
+        return self.rootless or self.no_privileged_bits
+
+    def mode(self, entry: Entry) -> int:
+        """The mode to set: setuid/setgid of a regular file stripped when the policy says so."""
+        if self.strips and entry.type is EntryType.FILE:
+            return entry.mode & 0o1777
+        return entry.mode & 0o7777
 
     def xattr_refusal(self, key: str) -> str | None:
         if key.startswith(("trusted.overlay.", "user.overlay.")):
             return "overlayfs control attribute"
-        if key == "security.capability" and (self.rootless or self.no_privileged_bits):
+        if key == "security.capability" and self.strips:
             return "file capabilities are a privileged bit"
         if self.rootless and not key.startswith("user."):
             return "only user.* attributes can be set without root"
@@ -107,13 +135,21 @@ class _Writer:
     def skip(self, path: str, layer: int | str, reason: str) -> None:
         self.result.skipped.append(SkippedEntry(_display(path), layer, reason))
 
+    def mode(self, path: str, entry: Entry, layer: int | str) -> int:
+        mode = self.policy.mode(entry)
+        gone = entry.mode & ~mode & 0o6000
+        if gone:
+            bits = ("setuid",) * bool(gone & 0o4000) + ("setgid",) * bool(gone & 0o2000)
+            self.result.stripped.append(StrippedBits(_display(path), layer, bits))
+        return mode
+
     def write_file(self, path: str, entry: Entry, content: BinaryIO, layer: int | str) -> None:
         fd = self.root.create_file(path, 0o600)
         try:
             self.result.bytes += copy_to_fd(content, fd)
             if not self.policy.rootless:
                 os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, self.policy.mode(entry.mode))  # after chown, which clears setuid
+            os.fchmod(fd, self.mode(path, entry, layer))  # after chown, which clears setuid
             for key, value in entry.xattrs.items():
                 self._setxattr(lambda k, v: os.setxattr(fd, k, v), path, key, value, layer)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
@@ -135,7 +171,14 @@ class _Writer:
             if self.policy.rootless:
                 self.skip(path, layer, f"{t.value} device {entry.devmajor}:{entry.devminor} needs root")
                 return False
-            self.root.mknod(path, "char" if t is EntryType.CHAR else "block", 0o600, entry.devmajor, entry.devminor)
+            try:
+                self.root.mknod(path, "char" if t is EntryType.CHAR else "block", 0o600, entry.devmajor, entry.devminor)
+            except PermissionError as exc:
+                raise LayerError(
+                    f"unpacking {_display(path)} from layer {layer}: creating a {t.value} device: {exc.strerror}; "
+                    "this root cannot make device nodes (a container without CAP_MKNOD, or a user namespace): "
+                    "unpack with --rootless to skip them"
+                ) from exc
             self.result.specials += 1
         elif t is EntryType.FIFO:
             self.root.mkfifo(path, 0o600)
@@ -150,7 +193,7 @@ class _Writer:
         if not self.policy.rootless:
             root.chown(path, entry.uid, entry.gid)
         if entry.type is not EntryType.SYMLINK:
-            root.chmod(path, self.policy.mode(entry.mode))
+            root.chmod(path, self.mode(path, entry, layer))
         for key, value in entry.xattrs.items():
             self._setxattr(lambda k, v: root.setxattr(path, k, v), path, key, value, layer)
         root.utimens(path, entry.mtime_ns, entry.mtime_ns)
