@@ -162,3 +162,18 @@ def test_gc_in_a_loop_never_breaks_a_running_build(tmp_path: Path, alpine_image_
     state = assert_store_sound(home)
     assert set(state.tags) == {f"safety/gc:{i}" for i in range(3)}
     assert gc.rounds > 3
+
+
+def test_a_built_image_is_listed_once_and_rmi_then_gc_reclaims_it(tmp_path: Path) -> None:
+    """The other side of gc safety: what nothing references any more does go away."""
+    home = tmp_path / "home"
+    ctx = make_context(tmp_path / "ctx", "scratch", "reclaim", run=False)
+    for _ in range(2):  # the second build moves the tag to a new image
+        (ctx / "payload").write_bytes(os.urandom(1000))
+        built = run_layerkit(home, "build", "-t", "safety/reclaim:1", "--progress", "plain", str(ctx))
+        assert built.returncode == 0, built.stderr
+    listed = json.loads(run_layerkit(home, "images", "--json").stdout)
+    assert [row["name"] for row in listed] == ["safety/reclaim:1"]
+    assert run_layerkit(home, "rmi", "safety/reclaim:1").returncode == 0
+    assert run_layerkit(home, "gc", "--grace", "0").returncode == 0
+    assert assert_store_sound(home).blobs == frozenset()
