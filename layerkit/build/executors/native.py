@@ -1,9 +1,16 @@
-"""The ``native`` executor: Linux namespaces + overlayfs over cached per-layer snapshots (needs root).
+"""The ``native`` executor: Linux namespaces + overlayfs over cached per-layer snapshots.
 
 One step: the parent's layers are (or become) snapshot dirs (:mod:`.snapshots`); an overlay mounts
 them newest-first under a fresh upper dir in the store's ``tmp`` dir; :mod:`.sandbox` runs argv in
 new mount/PID/IPC/UTS namespaces (plus a network namespace with only ``lo`` for ``--network=none``)
 after ``pivot_root``; the upper dir then becomes the layer (:mod:`.overlay_diff`).
+
+Without root it runs the same way inside a user namespace where the kernel allows overlayfs there
+(Linux ≥ 5.11): the caller is mapped to the step's uid/gid, the overlay is mounted with
+``userxattr`` over the *userxattr* snapshots (:mod:`.snapshots`), and the owners of the changes are
+read back from the image (:mod:`.owners`). Limits of one mapped id, as for ``rootless``: no
+``chown`` to other users, no supplementary groups, no device nodes from the parent image.
+:meth:`NativeExecutor.unavailable` says which of the three things a step needs the kernel refused.
 
 Network: ``none`` → own namespace, loopback only. ``default`` and ``host`` → the host's network
 (what BuildKit's default gives a step: outbound access, e.g. ``apk add``).
@@ -35,15 +42,29 @@ from ...errors import BuildError
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
-from .overlay_diff import MOUNT_OPTIONS, overlay_changes
+from .overlay_diff import (
+    MOUNT_OPTIONS,
+    USERXATTR_MOUNT_OPTIONS,
+    LowerView,
+    overlay_changes,
+)
+from .owners import OwnerMap
 from .snapshots import Snapshots
 
-__all__ = ["TAIL_BYTES", "NativeExecutor", "OutputTail", "create_executor", "etc_files"]
+__all__ = ["TAIL_BYTES", "NativeExecutor", "OutputTail", "create_executor", "etc_files", "explain_probe"]
 
 #: bytes of the step's output kept for error messages
 TAIL_BYTES = 8192
 _SANDBOX = str(Path(sandbox.__file__).resolve())
-_probe_result: dict[str, str | None] = {}
+_probe_result: dict[bool, str | None] = {}
+
+
+def _unprivileged() -> bool:
+    return os.geteuid() != 0
+
+
+def _mount_options() -> str:
+    return USERXATTR_MOUNT_OPTIONS if _unprivileged() else MOUNT_OPTIONS
 
 
 class OutputTail:
@@ -103,13 +124,19 @@ def _overlay_opts(lowers: list[str], upper: Path, workdir: Path, work: Path, sna
     root = str(snaps.root) + "/" if snaps is not None else None
     low = ":".join(d[len(root):] if root and d.startswith(root) and "/" not in d[len(root):] else _opt_path(d, work)
                    for d in lowers)
-    return f"lowerdir={low},upperdir={_opt_path(upper, work)},workdir={_opt_path(workdir, work)},{MOUNT_OPTIONS}"
+    return f"lowerdir={low},upperdir={_opt_path(upper, work)},workdir={_opt_path(workdir, work)},{_mount_options()}"
 
 
 def _copy_owned(src: Path, dst: Path, mode: int, uid: int, gid: int) -> None:
     shutil.copyfile(src, dst)
-    os.chown(dst, uid, gid)
+    _chown(dst, uid, gid)
     os.chmod(dst, mode)
+
+
+def _chown(path: Path, uid: int, gid: int) -> None:
+    """chown as root; without root the caller's files already are the step's (one mapped id)."""
+    if not _unprivileged():
+        os.chown(path, uid, gid)
 
 
 class NativeExecutor:
@@ -118,10 +145,7 @@ class NativeExecutor:
     def unavailable(self) -> str | None:
         if not sys.platform.startswith("linux"):
             return "needs Linux (namespaces and overlayfs)"
-        if os.geteuid() != 0:
-            return ("needs root (mount and PID namespaces, overlayfs, device nodes); run as root or use the "
-                    "'rootless' executor (apt-get install bubblewrap)")
-        return _probe()
+        return _probe(_unprivileged())
 
     # -- one step ------------------------------------------------------------------------------
     def run(self, request: RunRequest, *, write_layer: WriteLayer, output: Output) -> RunOutcome:
@@ -141,12 +165,27 @@ class NativeExecutor:
                 return RunOutcome(exit_code=code, output_tail=tail)
             sandbox.remove_stubs(upper, json.loads((work / "stubs.json").read_text()))
             changes = overlay_changes(upper, lowers)
+            if snaps.userxattr:  # one mapped id: owners come back from the image
+                view = LowerView(lowers)
+                changes.fix_entry = OwnerMap(request, lambda path: view.lookup(path) is not None,
+                                             _new_dirs(request.workdir, view))
             if not len(changes):
                 return RunOutcome(exit_code=0, output_tail=tail)
             layer = write_layer(changes.write)
             return RunOutcome(exit_code=0, output_tail=tail, layer=layer)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _new_dirs(workdir: str, view: LowerView) -> list[str]:
+    """The components of ``workdir`` the parent image lacks (the sandbox creates them, root's)."""
+    out, path = [], ""
+    for comp in [c for c in workdir.split("/") if c not in ("", ".")]:
+        path = f"{path}/{comp}" if path else comp
+        if view.lookup(path) is None:
+            out.append(path)
+    return out
+
 
 def sandbox_spec(request: RunRequest, rootfs: Path, overlay: str | None, snaps: Snapshots, work: Path) -> dict[str, Any]:
     """The JSON spec :mod:`.sandbox` runs: ``rootfs`` is the overlay mount point, or (``overlay``
@@ -166,6 +205,8 @@ def sandbox_spec(request: RunRequest, rootfs: Path, overlay: str | None, snaps: 
         "mounts": [_mount_spec(m, i, snaps, work) for i, m in enumerate(request.mounts)],
         "stubs_file": str(work / "stubs.json"),
         "overlay_cwd": str(snaps.root),
+        # without root: a user namespace, the caller standing for the step's ids
+        "userns": {"uid": request.uid, "gid": request.gid} if _unprivileged() else None,
     }
 
 
@@ -188,7 +229,7 @@ def _mount_spec(m: Mount, i: int, snaps: Snapshots, work: Path) -> dict[str, Any
     if m.type == "cache":
         if not src.exists():
             src.mkdir(parents=True, mode=0o755)
-            os.chown(src, m.uid, m.gid)
+            _chown(src, m.uid, m.gid)
             os.chmod(src, m.mode if m.mode is not None else 0o755)
         return {**base, "kind": "bind", "source": str(src), "is_dir": True}
     if m.type == "secret":
@@ -255,19 +296,33 @@ def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRe
     return code, tail.text()
 
 
-def _probe() -> str | None:
-    if "native" not in _probe_result:
+def _probe(unprivileged: bool) -> str | None:
+    if unprivileged not in _probe_result:
         with tempfile.TemporaryDirectory(prefix="layerkit-probe-") as scratch:
+            args = [sys.executable, "-I", "-B", _SANDBOX, "--probe", scratch, _mount_options()]
             try:
-                r = subprocess.run([sys.executable, "-I", "-B", _SANDBOX, "--probe", scratch],
+                r = subprocess.run([*args, *(["userns"] if unprivileged else [])],
                                    check=False, capture_output=True, text=True, timeout=30)
                 reason = None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip()[-300:])
             except (OSError, subprocess.SubprocessError) as exc:
                 reason = str(exc)
-        _probe_result["native"] = None if reason is None else (
-            f"cannot create namespaces and an overlay mount here ({reason}); run on a host or a privileged "
-            "container, or use --executor=docker")
-    return _probe_result["native"]
+        _probe_result[unprivileged] = None if reason is None else explain_probe(reason, unprivileged)
+    return _probe_result[unprivileged]
+
+
+def explain_probe(reason: str, unprivileged: bool) -> str:
+    """What a failed sandbox probe means, and what to do about it."""
+    if not unprivileged:
+        return (f"cannot create namespaces and an overlay mount here ({reason}); run on a host or a privileged "
+                "container, or use --executor=docker")
+    if reason.startswith("creating a user namespace"):
+        fix = ("unprivileged user namespaces are disabled: set sysctl user.max_user_namespaces > 0 (and "
+               "kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0 where they exist)")
+    elif reason.startswith("mounting overlayfs"):
+        fix = "this kernel refuses overlayfs in a user namespace (it needs Linux >= 5.11 with the userxattr option)"
+    else:
+        fix = "overlayfs in a user namespace cannot record deletions here"
+    return f"not root, and {fix} ({reason}); run as root, or use --executor=rootless"
 
 
 def create_executor() -> NativeExecutor:

@@ -28,10 +28,13 @@ from ...tarfs.tree import DEFAULT_XATTR_FILTER, walk_tree
 from .snapshots import OPAQUE_XATTR, USER_OPAQUE_XATTR
 from .tree_diff import ChangeSet, _same_meta, entry_at, same_content
 
-__all__ = ["MOUNT_OPTIONS", "LowerView", "is_overlay_whiteout", "overlay_changes"]
+__all__ = ["MOUNT_OPTIONS", "USERXATTR_MOUNT_OPTIONS", "LowerView", "is_overlay_whiteout", "overlay_changes"]
 
 #: options every overlay mount of a step uses (see the module docstring)
 MOUNT_OPTIONS = "index=off,metacopy=off,redirect_dir=off"
+#: the same in a user namespace: ``user.overlay.*`` xattrs; the kernel takes ``redirect_dir=off``
+#: as "follow" there, which ``userxattr`` forbids, so "nofollow" (renamed directories are copied)
+USERXATTR_MOUNT_OPTIONS = "userxattr,index=off,metacopy=off,redirect_dir=nofollow"
 
 
 def is_overlay_whiteout(st: os.stat_result) -> bool:

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BuildError
-from ...tarfs.entry import Entry
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
 from .native import OutputTail, etc_files, run_sandbox, sandbox_spec
+from .owners import OwnerMap
 from .snapshots import Snapshots
 from .tree_diff import diff_trees
 
@@ -101,7 +101,7 @@ class RootlessExecutor:
                 return RunOutcome(exit_code=code, output_tail=tail)
             sandbox.remove_stubs(root, stubs)
             changes = diff_trees(str(before), root, since_ns=since_ns)
-            changes.fix_entry = _OwnerMap(request, before, set(made_workdir))
+            changes.fix_entry = OwnerMap(request, lambda path: os.path.lexists(before / path), made_workdir)
             if not len(changes):
                 return RunOutcome(exit_code=0, output_tail=tail)
             return RunOutcome(exit_code=0, output_tail=tail, layer=write_layer(changes.write))
@@ -196,41 +196,6 @@ class RootlessExecutor:
                              f"{tail.text().strip()[-500:]}")
         exits = [d["exit-code"] for d in docs if "exit-code" in d]
         return (exits[-1] if exits else code), tail.text()
-
-
-class _OwnerMap:
-    """Owners as the step saw them: files the caller (the one mapped uid) owns on disk belong to
-    the step's uid/gid when new; existing ones keep the image's owner; the workdir is root's."""
-
-    def __init__(self, request: RunRequest, before: Path, workdir_parts: set[str]) -> None:
-        self.request = request
-        self.before = before
-        self.workdir = workdir_parts
-        self.euid, self.egid = os.geteuid(), os.getegid()
-        self._union: Any = None
-
-    def __call__(self, entry: Entry) -> None:
-        if entry.path in self.workdir:
-            entry.uid, entry.gid = 0, 0
-            return
-        existed = os.path.lexists(self.before / entry.path)
-        if existed and self.euid == 0:
-            return  # root unpacked the real owners; the step could not change them
-        if existed:
-            if self._union is None:
-                from ...union import Union
-
-                self._union = Union(self.request.image)
-            try:
-                node = self._union.stat(entry.path)
-            except OSError:
-                return
-            entry.uid, entry.gid = node.entry.uid, node.entry.gid
-            return
-        if entry.uid == self.euid:
-            entry.uid = self.request.uid
-        if entry.gid == self.egid:
-            entry.gid = self.request.gid
 
 
 def create_executor() -> RootlessExecutor:

@@ -1,4 +1,5 @@
-"""Namespace and mount helpers, and the sandbox process that runs one RUN step (Linux, root).
+"""Namespace and mount helpers, and the sandbox process that runs one RUN step (Linux; root, or a
+user namespace).
 
 This module is stdlib-only on purpose: the native executor runs it as a *script* in a fresh
 interpreter (``python -I sandbox.py SPEC``) because ``unshare(2)`` needs a single-threaded process
@@ -18,6 +19,12 @@ What the script does, from a JSON spec written by the executor:
 3. ``pivot_root`` into the rootfs (not just chroot: root in a chroot can walk out), sets the
    hostname, brings ``lo`` up in a new network namespace, creates the workdir, drops to the
    requested uid/gid/groups and execs ``argv`` with exactly ``env``.
+
+Without root (spec ``userns``), step 1 also makes a user namespace owning the others, with the
+caller mapped to the step's uid/gid (one id each: no ``newuidmap`` helper is involved), so every
+mount is made with the namespace's capabilities: overlayfs needs ``userxattr`` then, device nodes
+are bind-mounted from the host's ``/dev`` (a namespace cannot ``mknod`` them), read-only remounts
+keep the flags the kernel locked on host mounts, and supplementary groups cannot be set.
 
 Infrastructure failures are written to the status fd (close-on-exec, so a successful exec leaves it
 empty) and the script exits 125; otherwise its exit status is the step's.
@@ -42,11 +49,14 @@ __all__ = [
     "CLONE_NEWNET",
     "CLONE_NEWNS",
     "CLONE_NEWPID",
+    "CLONE_NEWUSER",
     "CLONE_NEWUTS",
     "INFRA_EXIT",
+    "enter_userns",
     "main",
     "make_stub",
     "mount",
+    "remount_readonly",
     "remove_stubs",
     "resolve_in_root",
     "umount",
@@ -54,6 +64,7 @@ __all__ = [
 ]
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
@@ -107,6 +118,31 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
 
 def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def enter_userns(flags: int, uid: int, gid: int) -> None:
+    """``unshare(CLONE_NEWUSER | flags)`` and map the caller's uid/gid to ``uid``/``gid`` inside
+    (``setgroups`` denied, as the kernel requires for an unprivileged gid map)."""
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER | flags)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {outer_uid} 1"), ("gid_map", f"{gid} {outer_gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
+# statvfs flag -> mount flag, for the flags a user namespace may not drop from a host mount
+_LOCKED = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+           (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21))
+
+
+def remount_readonly(target: str) -> None:
+    """Make the bind mount at ``target`` read-only. In a user namespace the kernel refuses to clear
+    flags it locked on a host mount (nosuid, nodev, atime…), so retry with the mount's own flags."""
+    try:
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    except PermissionError:
+        have = os.statvfs(target).f_flag
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | sum(ms for st, ms in _LOCKED if have & st))
 
 
 def _pivot_root(new_root: str, put_old: str) -> None:
@@ -198,15 +234,21 @@ def remove_stubs(tree: str | os.PathLike[str], stubs: list[dict[str, Any]]) -> N
 _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 
 
-def _mount_dev(dev: str) -> None:
+def _mount_dev(dev: str, userns: bool = False) -> None:
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")
     for name, major, minor in _DEVICES:
-        os.mknod(os.path.join(dev, name), stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(os.path.join(dev, name), 0o666)
+        node = os.path.join(dev, name)
+        if userns:  # no mknod in a user namespace: bind the host's node (as bwrap does)
+            os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            mount("/dev/" + name, node, None, MS_BIND)
+            continue
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(node, 0o666)
     for sub, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
         os.mkdir(os.path.join(dev, sub), mode)
+    # gid 5 (tty) is unmapped in a user namespace of one id
     mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5")
+          "newinstance,ptmxmode=0666,mode=0620" + ("" if userns else ",gid=5"))
     mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
@@ -259,13 +301,13 @@ def _setup(spec: dict[str, Any]) -> None:
     proc = make_stub(root, "/proc", "dir", stubs)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     dev = make_stub(root, "/dev", "dir", stubs)
-    _mount_dev(dev)
+    _mount_dev(dev, userns=bool(spec.get("userns")))
     sysfs = make_stub(root, "/sys", "dir", stubs)
     try:
         mount("sysfs", sysfs, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:  # sysfs is refused without a network namespace of our own: bind the host's read-only
         mount("/sys", sysfs, None, MS_BIND | MS_REC)
-        mount(None, sysfs, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        remount_readonly(sysfs)
     # /etc/hosts, resolv.conf, hostname: bound from files outside the rootfs, so they never reach the layer
     for name, src in sorted(spec["etc"].items()):
         tgt = make_stub(root, "/etc/" + name, "file", stubs)
@@ -284,7 +326,7 @@ def _setup(spec: dict[str, Any]) -> None:
             src = os.path.join(m["mountpoint"], m.get("subpath", "").lstrip("/"))
         mount(src, tgt, None, MS_BIND | MS_REC)
         if m.get("readonly"):
-            mount(None, tgt, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            remount_readonly(tgt)
     with open(spec["stubs_file"], "w") as f:
         json.dump(stubs, f)
     # enter the rootfs for good
@@ -298,7 +340,8 @@ def _setup(spec: dict[str, Any]) -> None:
         _lo_up()
     workdir = resolve_in_root("/", spec["workdir"], create="dir")
     os.chdir(workdir)
-    os.setgroups(spec["groups"])
+    if not spec.get("userns"):  # setgroups is denied in an unprivileged user namespace
+        os.setgroups(spec["groups"])
     os.setgid(spec["gid"])
     os.setuid(spec["uid"])
     os.umask(0o022)
@@ -321,26 +364,43 @@ def _child(spec: dict[str, Any], status_fd: int) -> None:
             os._exit(INFRA_EXIT)
 
 
-def probe(scratch: str) -> str | None:
-    """Why a sandbox cannot be made here (None when it can): the namespaces and an overlay mount."""
+def probe(scratch: str, options: str, userns: bool) -> str | None:
+    """Why a sandbox cannot be made here (None when it can): the namespaces (in a user namespace
+    when ``userns``), an overlay mount with ``options`` over a scratch dir, and a deletion in it
+    recorded as a whiteout — the three things a step needs."""
+    what = "creating namespaces"
     try:
-        unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
+        flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
+        if userns:
+            what = "creating a user namespace"
+            enter_userns(flags, 0, 0)
+        else:
+            unshare(flags)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        dirs = [os.path.join(scratch, d) for d in ("lower", "upper", "work", "merged")]
-        for d in dirs:
+        lower, upper, work, merged = (os.path.join(scratch, d) for d in ("lower", "upper", "work", "merged"))
+        for d in (lower, upper, work, merged):
             os.mkdir(d)
-        mount("overlay", dirs[3], "overlay", 0,
-              f"lowerdir={dirs[0]},upperdir={dirs[1]},workdir={dirs[2]},index=off,metacopy=off,redirect_dir=off")
-        os.mknod(os.path.join(dirs[3], "probe"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        with open(os.path.join(lower, "f"), "w"):
+            pass
+        what = "mounting overlayfs" + (" in a user namespace" if userns else "")
+        mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work},{options}")
+        what = "deleting a file on overlayfs"
+        os.unlink(os.path.join(merged, "f"))
+        st = os.lstat(os.path.join(upper, "f"))
+        if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
+            return f"{what}: the upper dir holds no 0/0 whiteout"
+        if not userns:
+            what = "creating a device node"
+            os.mknod(os.path.join(merged, "probe"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
     except OSError as exc:
-        return str(exc)
+        return f"{what}: {exc}"
     return None
 
 
 def main(argv: list[str]) -> int:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the executor died: take the step down too
-    if argv[1] == "--probe":
-        reason = probe(argv[2])
+    if argv[1] == "--probe":  # --probe SCRATCH OVERLAY-OPTIONS [userns]
+        reason = probe(argv[2], argv[3], argv[4:] == ["userns"])
         print(reason or "ok")
         return 0 if reason is None else 1
     with open(argv[1]) as f:
@@ -349,8 +409,12 @@ def main(argv: list[str]) -> int:
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if spec["network"] == "none":
         flags |= CLONE_NEWNET
+    userns = spec.get("userns")
     try:
-        unshare(flags)
+        if userns:
+            enter_userns(flags, userns["uid"], userns["gid"])
+        else:
+            unshare(flags)
     except OSError as exc:
         os.write(status_fd, f"setup: {exc}".encode())
         return INFRA_EXIT

@@ -8,19 +8,28 @@ root filesystem with no copying, and a layer shared by many images (same chain I
 
 A snapshot is written into a temp directory beside the final one and renamed into place, so a
 crash or a concurrent builder never leaves a half-written snapshot under a chain ID; the loser of
-a race discards its copy. Snapshots need root (0/0 device nodes, ``trusted.*`` xattrs, chown).
+a race discards its copy.
+
+As root, snapshots carry the layer's owners, device nodes and ``trusted.overlay.opaque``. Without
+root they are the *userxattr* flavour, kept apart under ``<snapshots_dir>/userxattr/`` for overlayfs
+mounted with ``userxattr`` in a user namespace (and fuse-overlayfs): the opaque marker is
+``user.overlay.opaque``; whiteouts are still 0/0 character devices (any user may make those since
+Linux 5.8); every file belongs to the caller (the image's owners are read back from the layers
+when a step's changes are written); device nodes and xattrs an unprivileged user cannot set
+(``security.capability``, ``trusted.*``) are left out.
 Extraction goes through :class:`layerkit.union.safefs.SafeRoot` with ``resolve="never"``, so a
 hostile layer cannot write outside its directory.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from ...errors import LayerError
 from ...spec import chain_ids
@@ -43,11 +52,15 @@ USER_OPAQUE_XATTR = "user.overlay.opaque"  # what overlayfs mounted with ``userx
 
 
 def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str = "",
-                          limits: Limits | None = None, compressed_size: int | None = None) -> None:
+                          limits: Limits | None = None, compressed_size: int | None = None,
+                          userxattr: bool = False) -> None:
     """Write one layer's entries into the empty ``target_dir`` in overlayfs lower-dir form, within
-    ``limits`` (``None``: the environment's defaults)."""
+    ``limits`` (``None``: the environment's defaults); ``userxattr``: the unprivileged flavour (see
+    the module docstring)."""
     dirs: list[tuple[str, int, int, int, int]] = []  # metadata applied last: children change mtimes
-    with SafeRoot(target_dir, resolve="never") as root:
+    opaque_xattr = USER_OPAQUE_XATTR if userxattr else OPAQUE_XATTR
+    with SafeRoot(target_dir, resolve="never") as safe:
+        root: SafeRoot = _Unprivileged(safe) if userxattr else safe  # type: ignore[assignment]
 
         def ensure_parents(path: str) -> None:
             head = path.rpartition("/")[0]
@@ -65,7 +78,7 @@ def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str =
                 parent = path.rpartition("/")[0]
                 if parent and root.lstat(parent) is None:
                     root.mkdir(parent, 0o755)
-                root.setxattr(parent, OPAQUE_XATTR, b"y")
+                root.setxattr(parent, opaque_xattr, b"y")
                 continue
             if entry.is_whiteout:
                 path = entry.whiteout_target
@@ -104,6 +117,33 @@ def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str =
             root.utimens(path if path != "." else "", mtime_ns, mtime_ns)
 
 
+class _Unprivileged:
+    """A SafeRoot for a caller without root: no chown (everything stays the caller's); device nodes
+    other than whiteouts and xattrs the kernel refuses are skipped rather than fatal."""
+
+    def __init__(self, root: SafeRoot) -> None:
+        self._root = root
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._root, name)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        pass
+
+    def mknod(self, path: str, kind: Literal["char", "block"], mode: int, major: int, minor: int) -> None:
+        try:
+            self._root.mknod(path, kind, mode, major, minor)
+        except PermissionError:
+            pass
+
+    def setxattr(self, path: str, key: str, value: bytes) -> None:
+        try:
+            self._root.setxattr(path, key, value)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP):
+                raise
+
+
 def _clear(root: SafeRoot, path: str) -> None:
     if root.lstat(path) is not None:
         root.remove(path)
@@ -112,9 +152,13 @@ def _clear(root: SafeRoot, path: str) -> None:
 class Snapshots:
     """The per-layer overlay lower directories of a store (see the module docstring)."""
 
-    def __init__(self, store: LocalStore, limits: Limits | None = None) -> None:
+    def __init__(self, store: LocalStore, limits: Limits | None = None, *, userxattr: bool | None = None) -> None:
         self.store = store
-        self.root = Path(store.snapshots_dir)
+        #: the unprivileged flavour (default: when not root)
+        self.userxattr = os.geteuid() != 0 if userxattr is None else userxattr
+        self.root = Path(store.snapshots_dir) / ("userxattr" if self.userxattr else "")
+        if self.userxattr:
+            self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.limits = limits
 
     def path(self, chain_id: str) -> Path:
@@ -158,7 +202,7 @@ class Snapshots:
         def fill(tmp: Path) -> None:
             with layer.open_tar() as tar:
                 extract_overlay_layer(tar, str(tmp), layer=str(layer.diff_id), limits=self.limits,
-                                      compressed_size=layer.size)
+                                      compressed_size=layer.size, userxattr=self.userxattr)
 
         self._atomic(final, fill)
 
