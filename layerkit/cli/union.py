@@ -182,7 +182,8 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
 @click.command("unpack")
 @click.argument("ref")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--rootless", is_flag=True, help="Do not chown (files belong to you); skip device nodes.")
+@click.option("--rootless", is_flag=True,
+              help="Do not chown (files belong to you); skip device nodes; implies --no-privileged-bits.")
 @click.option("--no-privileged-bits", is_flag=True, help="Strip setuid/setgid bits and file capabilities.")
 @json_option
 @platform_option
@@ -195,7 +196,8 @@ def unpack(ref: str, directory: str, rootless: bool, no_privileged_bits: bool, a
 
     image = _open(ref, platform, insecure)
     with _progress(is_tty() and not as_json, "unpacking") as progress:
-        result = unpack_tree(image, directory, rootless=rootless, no_privileged_bits=no_privileged_bits,
+        # a rootless tree is for looking at, not for running as root: no setuid or capabilities
+        result = unpack_tree(image, directory, rootless=rootless, no_privileged_bits=no_privileged_bits or rootless,
                              limits=limits, progress=progress)
     skipped = [{"path": s.path, "layer": s.layer, "reason": s.reason} for s in result.skipped]
     stripped = [{"path": s.path, "layer": s.layer, "bits": list(s.bits)} for s in result.stripped]

@@ -20,8 +20,9 @@ Policy, explicit for every privileged thing a layer can carry:
   ``CAP_MKNOD``, root in a user namespace) is refused with an error pointing at ``--rootless``.
 - not root: refused up front unless ``rootless`` is asked for (owners and devices need root).
 - ``rootless``: no chown (every file belongs to the caller); device nodes are *skipped* and
-  reported; only ``user.*`` xattrs are written; setuid/setgid and ``security.capability`` are
-  stripped, as with ``no_privileged_bits``.
+  reported; only ``user.*`` xattrs are written (so ``security.capability`` is skipped and
+  reported). Setuid/setgid bits are kept: the builder's rootless rootfs must show a step the
+  image's real modes. ``layerkit unpack --rootless`` adds ``no_privileged_bits``.
 - ``no_privileged_bits``: setuid/setgid bits of regular files are stripped and reported in
   :attr:`UnpackResult.stripped`; ``security.capability`` is not written and reported in
   :attr:`UnpackResult.skipped` (directory setgid, which only steers group inheritance, is kept).
@@ -95,20 +96,16 @@ class _Policy:
     rootless: bool
     no_privileged_bits: bool
 
-    @property
-    def strips(self) -> bool:
-        return self.rootless or self.no_privileged_bits
-
     def mode(self, entry: Entry) -> int:
         """The mode to set: setuid/setgid of a regular file stripped when the policy says so."""
-        if self.strips and entry.type is EntryType.FILE:
+        if self.no_privileged_bits and entry.type is EntryType.FILE:
             return entry.mode & 0o1777
         return entry.mode & 0o7777
 
     def xattr_refusal(self, key: str) -> str | None:
         if key.startswith(("trusted.overlay.", "user.overlay.")):
             return "overlayfs control attribute"
-        if key == "security.capability" and self.strips:
+        if key == "security.capability" and (self.rootless or self.no_privileged_bits):
             return "file capabilities are a privileged bit"
         if self.rootless and not key.startswith("user."):
             return "only user.* attributes can be set without root"

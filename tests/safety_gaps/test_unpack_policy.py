@@ -120,7 +120,7 @@ try:
     refused = ""
 except LayerError as exc:
     refused = str(exc)
-result = unpack(image, sys.argv[3] + "/rootless", rootless=True)
+result = unpack(image, sys.argv[3] + "/rootless", rootless=True, no_privileged_bits=True)  # the CLI's --rootless
 print(json.dumps({"refused": refused, "skipped": [s.path for s in result.skipped if "device" in s.reason],
                   "stripped": [s.path for s in result.stripped]}))
 """
