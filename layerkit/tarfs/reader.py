@@ -16,6 +16,7 @@ refused as ambiguous overrides.
 from __future__ import annotations
 
 import io
+import zlib
 from typing import Any, BinaryIO, Iterator
 
 from ..digest import CHUNK
@@ -244,6 +245,13 @@ def _str(field: bytes) -> str:
 def _num(field: bytes) -> int:
     """Octal (NUL/space padded) or GNU base-256 (0x80 positive, 0xff negative)."""
     first = field[0]
+    if not first & 0x80:
+        # fast path: digits then NUL/space padding (``int`` skips leading blanks); anything odder
+        # (a NUL in the middle, an empty field) takes the exact path below
+        try:
+            return int(field.rstrip(b"\0 "), 8)
+        except ValueError:
+            pass
     if first & 0x80:
         if first == 0xFF:
             return int.from_bytes(field, "big", signed=True)
@@ -255,6 +263,32 @@ def _num(field: bytes) -> int:
     if not field:
         return 0
     return int(field, 8)  # ValueError -> caller
+
+
+def _header_sum(blk: bytes) -> int:
+    """Unsigned byte sum of a header block. An ASCII block sums to at most 127 * 512 = 65024,
+    below Adler-32's modulus, so its low half is exactly 1 + the sum, computed in C; other blocks
+    are summed in Python."""
+    if blk.isascii():
+        return (zlib.adler32(blk) & 0xFFFF) - 1
+    return sum(blk)
+
+
+class _Where:
+    """``"<layer>: entry '<name>' at byte N"`` for error messages, formatted only when one is raised
+    (most headers never need it)."""
+
+    __slots__ = ("_name", "_offset", "_what")
+
+    def __init__(self, what: str, name: str | bytes, offset: int) -> None:
+        self._what, self._name, self._offset = what, name, offset
+
+    def __str__(self) -> str:
+        name = self._name if isinstance(self._name, str) else _str(self._name)
+        return f"{self._what}: entry {name!r} at byte {self._offset}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 def _parse_pax(data: bytes, what: str) -> dict[str, bytes]:
@@ -398,14 +432,13 @@ def iter_entries(
                     src.drain()
                 return
             raw_name = blk[0:100]
-            ename = _str(raw_name)
-            ewhat = f"{what}: entry {ename!r} at byte {hdr_off}"
+            ewhat: Any = _Where(what, raw_name, hdr_off)
             # checksum: unsigned sum with the field as spaces; some old tars used signed bytes
             try:
                 want = _num(blk[148:156])
             except ValueError:
                 raise TarFormatError(f"{ewhat}: invalid header (bad checksum field); not a tar archive?") from None
-            got = sum(blk) - sum(blk[148:156]) + 256
+            got = _header_sum(blk) - sum(blk[148:156]) + 256
             if want != got:
                 signed = sum(b - 256 if b > 127 else b for b in blk) - sum(
                     b - 256 if b > 127 else b for b in blk[148:156]
@@ -480,7 +513,7 @@ def iter_entries(
         if pax is not None:
             merged = {**globals_, **pax} if globals_ else pax
         if merged:
-            ewhat = f"{what}: entry {name!r} at byte {hdr_off}"
+            ewhat = _Where(what, name, hdr_off)
             for key, val in merged.items():
                 if not val:
                     continue  # an empty value restores the header's own field
@@ -507,7 +540,7 @@ def iter_entries(
             if "GNU.sparse.major" in merged or "GNU.sparse.map" in merged or "GNU.sparse.size" in merged:
                 sparse, name, used = _pax_sparse(merged, name, src, ewhat, lim)
                 stored = size - used
-        ewhat = f"{what}: entry {name!r} at byte {hdr_off}"
+        ewhat = _Where(what, name, hdr_off)
 
         if tflag == b"S":
             sparse = _old_gnu_sparse(blk, src, ewhat)
