@@ -21,7 +21,6 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -815,6 +814,8 @@ class _Builder:
             if base not in ("", ".", "/"):
                 name = base
         path = spool / f"{len(list(spool.iterdir()))}-{name}"
+        import urllib.request  # only ADD <url> needs http (30 ms of http.client, ssl, email at start-up)
+
         try:
             with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:
                 shutil.copyfileobj(resp, out, 1 << 20)
