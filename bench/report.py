@@ -262,6 +262,7 @@ def markdown(rows: list[Row], targets: list[Row], meta: dict[str, Any]) -> str:
         f"- Machine: {meta['machine']}; runs per tool: {meta['runs']}; date: {meta['date']}.",
         f"- Storage: {meta['storage']}",
         f"- Peers: {meta['peers']}",
+        f"- Bytecode: {meta['bytecode']}.",
         (
             "- Peak RSS is `ru_maxrss` of the timed command and the children it reaped: for `docker build` "
             "that is the client only (the work happens in dockerd)."
