@@ -116,6 +116,7 @@ def compile_layerkit(cache_dir: Path) -> None:
     code = (
         "import importlib, pkgutil, layerkit\n"
         "for m in pkgutil.walk_packages(layerkit.__path__, 'layerkit.'):\n"
+        "    if m.name.endswith('__main__'): continue\n"
         "    try: importlib.import_module(m.name)\n"
         "    except Exception: pass\n"
     )
