@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=SHARED_FIXTURE,
         help="Alpine minirootfs tar.gz used as the base image",
     )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite --out from the results of an earlier run (its JSON)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument(
         "--json-out", type=Path, default=REPO / "bench" / "results" / "latest.json"
@@ -103,6 +109,11 @@ def make_base(workdir: Path, tgz: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        doc = json.loads(args.render.read_text())
+        targets = report.evaluate(doc["results"])
+        args.out.write_text(report.markdown(doc["results"], targets, doc["meta"]))
+        return 0
     runs = 1 if args.smoke else args.runs
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
