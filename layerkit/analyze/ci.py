@@ -14,20 +14,17 @@ The config file is a tiny YAML subset parsed here (no PyYAML dependency for thre
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..tarfs.limits import parse_size
 from .waste import DiveFigures
 
 __all__ = ["CONFIG_FILE", "CiRules", "RuleResult", "evaluate", "load_rules", "parse_bytes", "parse_percent"]
 
 CONFIG_FILE = ".layerkit-ci.yaml"
-
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -56,12 +53,7 @@ def _disabled(text: str) -> bool:
 
 def parse_bytes(text: str) -> int | None:
     """``20MB``, ``1.5GiB``, ``1048576`` → bytes; ``disabled`` → None."""
-    if _disabled(text):
-        return None
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ConfigError(f"reading the wasted-bytes threshold: {text!r} is not a size; use e.g. 20MB or 1048576")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return None if _disabled(text) else parse_size(text, "the wasted-bytes threshold")
 
 
 def _number(text: str, what: str) -> float | None:
