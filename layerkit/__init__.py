@@ -37,6 +37,7 @@ _LAZY = {
     "LayerWriter": "layerkit.tarfs",
     "Entry": "layerkit.tarfs",
     "EntryType": "layerkit.tarfs",
+    "Limits": "layerkit.tarfs.limits",
 }
 
 __all__ = sorted(
@@ -76,5 +77,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .api import build_image, copy, diff, export, inspect, pull, push, unpack
     from .store import open_store
     from .tarfs import Entry, EntryType, LayerWriter
+    from .tarfs.limits import Limits
     from .transport import open_image, open_index, open_sink
     from .union import Union

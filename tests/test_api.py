@@ -38,7 +38,7 @@ def test_public_names_are_pinned() -> None:
         "__version__", "Digest", "Image", "ImageSink", "Layer", "Compression", "Descriptor", "History",
         "ImageConfig", "Index", "Manifest", "Platform", "open_image", "open_index", "open_sink", "copy", "pull",
         "push", "build_image", "inspect", "diff", "unpack", "export", "open_store", "Union", "LayerWriter",
-        "Entry", "EntryType", *layerkit.errors.__all__,
+        "Entry", "EntryType", "Limits", *layerkit.errors.__all__,
     }
     assert set(layerkit.__all__) == expected
     for name in layerkit.__all__:
