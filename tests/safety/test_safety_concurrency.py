@@ -98,6 +98,7 @@ class GcLoop:
                 return
             self.rounds += 1
             self.removed += len(result.removed)
+            self._stop.wait(0.005)  # leave the writers some CPU
 
     @contextmanager
     def running(self) -> Iterator[GcLoop]:
