@@ -12,7 +12,6 @@ import io
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,7 +210,7 @@ def test_open_decompressed_on_garbage(magic: bytes, tail: bytes) -> None:
     only_layerkit_errors(lambda: _read_compressed(magic + tail))
 
 
-def test_the_sample_tars_are_read_cleanly(tars: dict[str, bytes], tmp_path: Path) -> None:
+def test_the_sample_tars_are_read_cleanly(tars: dict[str, bytes]) -> None:
     """The corpus is valid to begin with, so every failure above comes from a mutation."""
     for kind, blob in tars.items():
         if kind in ("gzip", "zstd"):
