@@ -47,15 +47,18 @@ from .overlay_diff import (
     USERXATTR_MOUNT_OPTIONS,
     LowerView,
     overlay_changes,
+    restore_copy_up_times,
 )
 from .owners import OwnerMap
 from .snapshots import Snapshots
 
-__all__ = ["TAIL_BYTES", "NativeExecutor", "OutputTail", "create_executor", "etc_files", "explain_probe"]
+__all__ = ["SANDBOX_SCRIPT", "TAIL_BYTES", "NativeExecutor", "OutputTail", "create_executor", "etc_files",
+           "explain_probe", "run_on_overlay"]
 
 #: bytes of the step's output kept for error messages
 TAIL_BYTES = 8192
-_SANDBOX = str(Path(sandbox.__file__).resolve())
+#: the sandbox script, run as ``python -I -B SANDBOX_SCRIPT SPEC`` (or ``--probe …``)
+SANDBOX_SCRIPT = str(Path(sandbox.__file__).resolve())
 _probe_result: dict[bool, str | None] = {}
 
 
@@ -147,34 +150,47 @@ class NativeExecutor:
             return "needs Linux (namespaces and overlayfs)"
         return _probe(_unprivileged())
 
-    # -- one step ------------------------------------------------------------------------------
     def run(self, request: RunRequest, *, write_layer: WriteLayer, output: Output) -> RunOutcome:
-        store = request.store
-        snaps = Snapshots(store)
-        lowers = [str(p) for p in snaps.lowerdirs(request.image)]
-        work = Path(tempfile.mkdtemp(prefix="run-", dir=store.tmp_dir))
-        try:
-            upper, ovwork, rootfs = work / "upper", work / "work", work / "rootfs"
-            for d in (upper, ovwork, rootfs):
-                d.mkdir()
-            with hold_cache_mounts(request.mounts) as mounts:
-                request = dataclasses.replace(request, mounts=mounts)
+        return run_on_overlay(request, write_layer, output)
+
+
+def run_on_overlay(request: RunRequest, write_layer: WriteLayer, output: Output, fuse_program: str = "") -> RunOutcome:
+    """One step on an overlay of the parent's snapshots: kernel overlayfs, or ``fuse_program``
+    (fuse-overlayfs, for the rootless executor) mounted inside the sandbox; the upper dir is the layer."""
+    store = request.store
+    snaps = Snapshots(store)
+    lowers = [str(p) for p in snaps.lowerdirs(request.image)]
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=store.tmp_dir))
+    try:
+        upper, ovwork, rootfs = work / "upper", work / "work", work / "rootfs"
+        for d in (upper, ovwork, rootfs):
+            d.mkdir()
+        with hold_cache_mounts(request.mounts) as mounts:
+            request = dataclasses.replace(request, mounts=mounts)
+            if fuse_program:  # absolute lower paths: fuse-overlayfs has no mount-page limit
+                low = ":".join(_opt_path(d, work) for d in lowers)
+                spec = sandbox_spec(request, rootfs, None, snaps, work)
+                spec["fuse_overlay"] = {"program": fuse_program, "options":
+                                        f"lowerdir={low},upperdir={_opt_path(upper, work)},workdir={_opt_path(ovwork, work)}"}
+            else:
                 spec = sandbox_spec(request, rootfs, _overlay_opts(lowers, upper, ovwork, work, snaps), snaps, work)
-                code, tail = run_sandbox(spec, work, output, request)
-            if code != 0:
-                return RunOutcome(exit_code=code, output_tail=tail)
-            sandbox.remove_stubs(upper, json.loads((work / "stubs.json").read_text()))
-            changes = overlay_changes(upper, lowers)
-            if snaps.userxattr:  # one mapped id: owners come back from the image
-                view = LowerView(lowers)
-                changes.fix_entry = OwnerMap(request, lambda path: view.lookup(path) is not None,
-                                             _new_dirs(request.workdir, view))
-            if not len(changes):
-                return RunOutcome(exit_code=0, output_tail=tail)
-            layer = write_layer(changes.write)
-            return RunOutcome(exit_code=0, output_tail=tail, layer=layer)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            code, tail = run_sandbox(spec, work, output, request)
+        if code != 0:
+            return RunOutcome(exit_code=code, output_tail=tail)
+        if fuse_program:
+            restore_copy_up_times(upper, lowers)
+        sandbox.remove_stubs(upper, json.loads((work / "stubs.json").read_text()))
+        changes = overlay_changes(upper, lowers)
+        if snaps.userxattr:  # one mapped id: owners come back from the image
+            view = LowerView(lowers)
+            changes.fix_entry = OwnerMap(request, lambda path: view.lookup(path) is not None,
+                                         _new_dirs(request.workdir, view))
+        if not len(changes):
+            return RunOutcome(exit_code=0, output_tail=tail)
+        layer = write_layer(changes.write)
+        return RunOutcome(exit_code=0, output_tail=tail, layer=layer)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _new_dirs(workdir: str, view: LowerView) -> list[str]:
@@ -264,7 +280,7 @@ def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRe
     tail = OutputTail(output)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", _SANDBOX, str(spec_file)],
+            [sys.executable, "-I", "-B", SANDBOX_SCRIPT, str(spec_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             pass_fds=(status_w,), close_fds=True,
         )
@@ -299,10 +315,10 @@ def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRe
 def _probe(unprivileged: bool) -> str | None:
     if unprivileged not in _probe_result:
         with tempfile.TemporaryDirectory(prefix="layerkit-probe-") as scratch:
-            args = [sys.executable, "-I", "-B", _SANDBOX, "--probe", scratch, _mount_options()]
+            args = [sys.executable, "-I", "-B", SANDBOX_SCRIPT, "--probe", scratch, _mount_options(),
+                    "userns" if unprivileged else "root"]
             try:
-                r = subprocess.run([*args, *(["userns"] if unprivileged else [])],
-                                   check=False, capture_output=True, text=True, timeout=30)
+                r = subprocess.run(args, check=False, capture_output=True, text=True, timeout=30)
                 reason = None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip()[-300:])
             except (OSError, subprocess.SubprocessError) as exc:
                 reason = str(exc)

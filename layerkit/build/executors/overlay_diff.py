@@ -8,7 +8,12 @@ The upper dir *is* the change set, spelled in overlayfs' dialect, which is turne
 - a copied-up file or directory whose metadata (and, for files, bytes) equal the version the lower
   dirs show changed nothing (``chown`` to the same owner, a rewrite with identical bytes and mtime)
   → dropped; an unchanged directory is written only as the parent of something that changed;
-- overlayfs bookkeeping xattrs (``trusted.overlay.*``) never reach the layer; content xattrs such
+- fuse-overlayfs speaks a dialect of it: an opaque directory carries ``user.fuseoverlayfs.opaque=y``
+  (or ``trusted.overlay.opaque``) plus a ``.wh..wh..opq`` file and a ``.wh..opq`` 0/0 node, and a
+  deletion it could not ``mknod`` is a ``.wh.NAME`` file — all read as the same changes; it also
+  marks every *new* directory opaque, which hides nothing: an opaque marker is written only where
+  the lower dirs show something;
+- overlayfs bookkeeping xattrs (``trusted.overlay.*``, ``*.fuseoverlayfs.*``) never reach the layer; content xattrs such
   as ``security.capability`` do. Hard links, setuid bits, fifos and devices come through as-is
   (:class:`~.tree_diff.ChangeSet` resolves link groups).
 
@@ -25,10 +30,18 @@ from collections.abc import Sequence
 
 from ...tarfs.entry import Entry, EntryType
 from ...tarfs.tree import DEFAULT_XATTR_FILTER, walk_tree
+from ...tarfs.whiteout import OPAQUE_WHITEOUT, WHITEOUT_PREFIX
 from .snapshots import OPAQUE_XATTR, USER_OPAQUE_XATTR
 from .tree_diff import ChangeSet, _same_meta, entry_at, same_content
 
-__all__ = ["MOUNT_OPTIONS", "USERXATTR_MOUNT_OPTIONS", "LowerView", "is_overlay_whiteout", "overlay_changes"]
+__all__ = [
+    "MOUNT_OPTIONS",
+    "USERXATTR_MOUNT_OPTIONS",
+    "LowerView",
+    "is_overlay_whiteout",
+    "overlay_changes",
+    "restore_copy_up_times",
+]
 
 #: options every overlay mount of a step uses (see the module docstring)
 MOUNT_OPTIONS = "index=off,metacopy=off,redirect_dir=off"
@@ -37,8 +50,16 @@ MOUNT_OPTIONS = "index=off,metacopy=off,redirect_dir=off"
 USERXATTR_MOUNT_OPTIONS = "userxattr,index=off,metacopy=off,redirect_dir=nofollow"
 
 
+FUSE_OPAQUE_XATTR = "user.fuseoverlayfs.opaque"  # fuse-overlayfs' own marker when unprivileged
+_OPAQUE_XATTRS = (OPAQUE_XATTR, USER_OPAQUE_XATTR, FUSE_OPAQUE_XATTR)
+
+
 def is_overlay_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _keep_xattr(name: str) -> bool:
+    return DEFAULT_XATTR_FILTER(name) and ".fuseoverlayfs." not in name
 
 
 def _is_opaque(host: str, xattrs: dict[str, bytes] | None = None) -> bool:
@@ -47,8 +68,8 @@ def _is_opaque(host: str, xattrs: dict[str, bytes] | None = None) -> bool:
             names = os.listxattr(host, follow_symlinks=False)
         except OSError:
             return False
-        xattrs = {n: os.getxattr(host, n, follow_symlinks=False) for n in names if n in (OPAQUE_XATTR, USER_OPAQUE_XATTR)}
-    return xattrs.get(OPAQUE_XATTR) == b"y" or xattrs.get(USER_OPAQUE_XATTR) == b"y"
+        xattrs = {n: os.getxattr(host, n, follow_symlinks=False) for n in names if n in _OPAQUE_XATTRS}
+    return any(xattrs.get(n) == b"y" for n in _OPAQUE_XATTRS)
 
 
 class LowerView:
@@ -88,17 +109,54 @@ class LowerView:
         return None
 
 
+def restore_copy_up_times(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str | os.PathLike[str]]) -> None:
+    """Undo fuse-overlayfs' copy-up side effect: unlike the kernel, it does not restore a copied-up
+    directory's times after creating a child in it, so every ancestor of a modified file would look
+    touched. A copied-up directory whose names are all still the lower's (nothing added, nothing
+    deleted, not opaque) gets the lower's mtime back. (A bare ``touch DIR`` by the step is lost.)"""
+    upper = os.fspath(upper_dir)
+    lower = LowerView(lowerdirs)
+    for entry, host in walk_tree(upper, xattrs=False):
+        if entry.type is not EntryType.DIR:
+            continue
+        path = "" if entry.path == "." else entry.path
+        found = lower.lookup(path) if path else (os.fspath(lowerdirs[0]), os.lstat(lowerdirs[0]))
+        if found is None or not stat.S_ISDIR(found[1].st_mode) or _is_opaque(host):
+            continue
+        names = [n for n in os.listdir(host) if n != WHITEOUT_PREFIX + ".opq"]
+        if any(n.startswith(WHITEOUT_PREFIX) or is_overlay_whiteout(os.lstat(os.path.join(host, n)))
+               or lower.lookup(f"{path}/{n}" if path else n) is None for n in names):
+            continue
+        mtime = found[1].st_mtime_ns
+        os.utime(host, ns=(mtime, mtime), follow_symlinks=False)
+
+
 def overlay_changes(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str | os.PathLike[str]]) -> ChangeSet:
     """The change set held by ``upper_dir`` over ``lowerdirs`` (newest first)."""
     upper = os.fspath(upper_dir)
     lower = LowerView(lowerdirs)
     cs = ChangeSet(upper)
+    opaque: set[str] = set()
+
+    def hides_lower(path: str) -> bool:
+        """An opaque marker matters only over something the lower dirs show (fuse-overlayfs marks
+        every new directory); over a lower file it stays, as Docker and BuildKit write it."""
+        return lower.lookup(path) is not None
     for entry, host in walk_tree(upper, xattr_filter=None):
         path = entry.path
         if path == ".":
             continue
+        head, _, name = path.rpartition("/")
+        if name.startswith(WHITEOUT_PREFIX):  # fuse-overlayfs markers (no step can make such a name in a layer)
+            if name == OPAQUE_WHITEOUT:
+                if (head or ".") not in opaque and hides_lower(head or "."):  # also marked by xattr
+                    opaque.add(head or ".")
+                    cs.opaque(head or ".")
+            elif name != WHITEOUT_PREFIX + ".opq":
+                cs.whiteout(f"{head}/{name[len(WHITEOUT_PREFIX):]}" if head else name[len(WHITEOUT_PREFIX):])
+            continue
         raw = entry.xattrs
-        entry.xattrs = {k: v for k, v in raw.items() if DEFAULT_XATTR_FILTER(k)}
+        entry.xattrs = {k: v for k, v in raw.items() if _keep_xattr(k)}
         # whiteouts may share one inode (the kernel's whiteout cache): walk_tree calls later ones hard links
         if entry.type in (EntryType.CHAR, EntryType.HARDLINK) and is_overlay_whiteout(os.lstat(host)):
             cs.whiteout(path)
@@ -106,7 +164,9 @@ def overlay_changes(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str |
         if entry.type is EntryType.DIR:
             if _is_opaque(host, raw):
                 cs.add(entry, host)
-                cs.opaque(path)
+                if hides_lower(path):
+                    opaque.add(path)
+                    cs.opaque(path)
                 continue
             found = lower.lookup(path)
             if found is not None and stat.S_ISDIR(found[1].st_mode) and _same_meta(entry, entry_at(path, *found)):

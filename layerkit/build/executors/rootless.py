@@ -1,6 +1,17 @@
-"""The ``rootless`` executor: ``bwrap`` (bubblewrap) over a private copy of the rootfs + tree diff.
+"""The ``rootless`` executor: fuse-overlayfs over the snapshots, or ``bwrap`` over a copy of the rootfs.
 
-For hosts where the native executor cannot run (not root, no overlay mount). One step:
+For hosts where the native executor cannot run (no kernel overlay mount, e.g. a kernel that refuses
+overlayfs in a user namespace). Two ways, the first that works (``mode`` forces one):
+
+**fuse-overlayfs** (``mode="fuse"``): exactly the native executor's step
+(:func:`.native.run_on_overlay`, in a user namespace when not root) with the snapshots mounted by
+fuse-overlayfs instead of the kernel — it reads the same lower-dir format (0/0 whiteouts,
+``user.overlay.opaque``/``trusted.overlay.opaque``) — and its upper dir diffed by
+:mod:`.overlay_diff`. Nothing is copied: on the Alpine base a step starts in the time of the mount,
+where the copy path first copies the whole rootfs. (``RUN --mount`` binds that are read-write or
+``from=`` an image still use a kernel overlay.)
+
+**copy** (``mode="copy"``), the last fallback, one step:
 
 As root (a host without overlayfs, or ``--executor=rootless`` asked for) the step runs in
 layerkit's own :mod:`.sandbox` over the copy instead of ``bwrap``: real root inside, groups, chown.
@@ -28,6 +39,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +49,14 @@ from ...errors import BuildError
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
-from .native import OutputTail, etc_files, run_sandbox, sandbox_spec
+from .native import (
+    SANDBOX_SCRIPT,
+    OutputTail,
+    etc_files,
+    run_on_overlay,
+    run_sandbox,
+    sandbox_spec,
+)
 from .owners import OwnerMap
 from .snapshots import Snapshots
 from .tree_diff import diff_trees
@@ -45,6 +64,7 @@ from .tree_diff import diff_trees
 __all__ = ["RootlessExecutor", "create_executor"]
 
 _probe_result: dict[str, str | None] = {}
+MODES = ("auto", "fuse", "copy")
 
 
 def _bwrap() -> str | None:
@@ -52,9 +72,25 @@ def _bwrap() -> str | None:
 
 
 class RootlessExecutor:
+    """``mode``: ``auto`` (fuse-overlayfs when it works here, else the copy), ``fuse`` or ``copy``."""
+
     name = "rootless"
 
+    def __init__(self, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"rootless mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.mode = mode
+
     def unavailable(self) -> str | None:
+        if self.mode == "copy":
+            return self._copy_unavailable()
+        fuse = _fuse_unavailable()
+        if fuse is None or self.mode == "fuse":
+            return fuse
+        copy = self._copy_unavailable()
+        return None if copy is None else f"{copy}; and {fuse}"
+
+    def _copy_unavailable(self) -> str | None:
         if shutil.which("cp") is None:
             return "needs cp (coreutils) to copy the root filesystem"
         if os.geteuid() == 0:
@@ -76,6 +112,8 @@ class RootlessExecutor:
         return _probe_result["rootless"]
 
     def run(self, request: RunRequest, *, write_layer: WriteLayer, output: Output) -> RunOutcome:
+        if self.mode != "copy" and _fuse_unavailable() is None:
+            return run_on_overlay(request, write_layer, output, fuse_program=str(shutil.which("fuse-overlayfs")))
         snaps = Snapshots(request.store)
         before = snaps.rootfs(request.image)
         work = Path(tempfile.mkdtemp(prefix="run-", dir=request.store.tmp_dir))
@@ -196,6 +234,30 @@ class RootlessExecutor:
                              f"{tail.text().strip()[-500:]}")
         exits = [d["exit-code"] for d in docs if "exit-code" in d]
         return (exits[-1] if exits else code), tail.text()
+
+
+def _fuse_unavailable() -> str | None:
+    """Why fuse-overlayfs cannot carry a step here (None when it can), probed once per process."""
+    key = f"fuse-{os.geteuid()}"
+    if key not in _probe_result:
+        program = shutil.which("fuse-overlayfs")
+        if program is None:
+            reason: str | None = "needs fuse-overlayfs: apt-get install fuse-overlayfs"
+        elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
+            reason = "fuse-overlayfs needs /dev/fuse (modprobe fuse; in a container: --device /dev/fuse)"
+        else:
+            with tempfile.TemporaryDirectory(prefix="layerkit-probe-") as scratch:
+                try:
+                    r = subprocess.run([sys.executable, "-I", "-B", SANDBOX_SCRIPT, "--probe", scratch, "",
+                                        "root" if os.geteuid() == 0 else "userns", program],
+                                       check=False, capture_output=True, text=True, timeout=30)
+                    reason = None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip()[-300:])
+                except (OSError, subprocess.SubprocessError) as exc:
+                    reason = str(exc)
+            if reason is not None:
+                reason = f"fuse-overlayfs cannot mount the snapshots here ({reason})"
+        _probe_result[key] = reason
+    return _probe_result[key]
 
 
 def create_executor() -> RootlessExecutor:

@@ -41,7 +41,9 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
+import tempfile
 from typing import Any
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "main",
     "make_stub",
     "mount",
+    "mount_fuse_overlay",
     "remount_readonly",
     "remove_stubs",
     "resolve_in_root",
@@ -145,6 +148,32 @@ def remount_readonly(target: str) -> None:
         mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | sum(ms for st, ms in _LOCKED if have & st))
 
 
+def mount_fuse_overlay(fuse: dict[str, str], target: str) -> None:
+    """Mount fuse-overlayfs (``fuse["program"]`` with ``fuse["options"]``) on ``target``.
+
+    This process makes the FUSE mount itself and hands the ``/dev/fuse`` fd to the daemon as
+    ``/dev/fd/N`` (libfuse >= 3.3): in a user namespace where the caller stands for a non-root uid,
+    an exec'd daemon has no capabilities left to mount with. Started from inside the sandbox's
+    namespaces, the daemon lives in the step's PID namespace and is killed with it: nothing to
+    unmount or reap afterwards."""
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        rootmode = stat.S_IFMT(os.stat(target).st_mode)
+        mount("fuse-overlayfs", target, "fuse", 0,
+              f"fd={fd},rootmode={rootmode:o},user_id={os.geteuid()},group_id={os.getegid()},"
+              "allow_other,default_permissions")
+        # stderr to a file, not a pipe: the daemon keeps it open, so a pipe would never reach EOF
+        with tempfile.TemporaryFile() as errors:
+            r = subprocess.run([fuse["program"], "-o", fuse["options"], f"/dev/fd/{fd}"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=errors, pass_fds=(fd,), check=False)
+            if r.returncode != 0:
+                errors.seek(0)
+                err = errors.read().decode("utf-8", "replace").strip()[-300:]
+                raise OSError(errno.EIO, f"fuse-overlayfs on {target} failed ({r.returncode}): {err}")
+    finally:
+        os.close(fd)
+
+
 def _pivot_root(new_root: str, put_old: str) -> None:
     nr = SYS_PIVOT_ROOT_BY_ARCH.get(os.uname().machine, SYS_PIVOT_ROOT)
     _check(_libc.syscall(nr, new_root.encode(), put_old.encode()), "pivot_root")
@@ -195,6 +224,10 @@ def resolve_in_root(root: str, path: str, *, create: str | None = None, created:
     return os.path.join(root, *done)
 
 
+#: what fuse-overlayfs puts in a directory it creates in the upper dir (opaque markers)
+_FUSE_MARKERS = frozenset({".wh..wh..opq", ".wh..opq"})
+
+
 def remove_stubs(tree: str | os.PathLike[str], stubs: list[dict[str, Any]]) -> None:
     """Take the mount points :func:`make_stub` created out of ``tree`` (an upper dir or a rootfs),
     deepest first and only if still empty, and give their parents back their mtime when the step
@@ -220,6 +253,10 @@ def remove_stubs(tree: str | os.PathLike[str], stubs: list[dict[str, Any]]) -> N
                 continue
             if stat.S_ISDIR(st.st_mode):
                 try:
+                    names = os.listdir(host)
+                    if names and set(names) <= _FUSE_MARKERS:  # only fuse-overlayfs' opaque markers
+                        for name in names:
+                            os.unlink(os.path.join(host, name))
                     os.rmdir(host)
                 except OSError:
                     pass  # the step put something there: it is part of the layer
@@ -292,7 +329,14 @@ def _setup(spec: dict[str, Any]) -> None:
     root = spec["rootfs"]
     os.chdir(spec["overlay_cwd"])  # relative lower dir names in the overlay options start here
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    if spec["overlay"]:
+    if spec.get("fuse_overlay"):
+        mount_fuse_overlay(spec["fuse_overlay"], root)
+        # pivot_root re-roots every process of the mount namespace that shares the old root — the
+        # FUSE daemon too, which would then resolve its own paths through the mount it serves and
+        # hang: the step gets a mount namespace of its own (with a copy of the mount) instead
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+    elif spec["overlay"]:
         mount("overlay", root, "overlay", 0, spec["overlay"])
     else:  # a plain tree (the rootless executor's copy): pivot_root needs a mount point
         mount(root, root, None, MS_BIND | MS_REC)
@@ -364,10 +408,10 @@ def _child(spec: dict[str, Any], status_fd: int) -> None:
             os._exit(INFRA_EXIT)
 
 
-def probe(scratch: str, options: str, userns: bool) -> str | None:
+def probe(scratch: str, options: str, userns: bool, fuse_program: str = "") -> str | None:
     """Why a sandbox cannot be made here (None when it can): the namespaces (in a user namespace
-    when ``userns``), an overlay mount with ``options`` over a scratch dir, and a deletion in it
-    recorded as a whiteout — the three things a step needs."""
+    when ``userns``), an overlay mount with ``options`` over a scratch dir (by ``fuse_program``
+    when given), and a deletion in it recorded as a whiteout — the three things a step needs."""
     what = "creating namespaces"
     try:
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
@@ -376,20 +420,49 @@ def probe(scratch: str, options: str, userns: bool) -> str | None:
             enter_userns(flags, 0, 0)
         else:
             unshare(flags)
+    except OSError as exc:
+        return f"{what}: {exc}"
+    # the rest runs as PID 1 of the new namespace, as a step does (a FUSE daemon must not be PID 1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        reason = _probe_mounts(scratch, options, userns, fuse_program)
+        os.write(w, (reason or "").encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        reason = f.read().decode("utf-8", "replace")
+    os.waitpid(pid, 0)
+    return reason or None
+
+
+def _probe_mounts(scratch: str, options: str, userns: bool, fuse_program: str) -> str | None:
+    what = "making mounts private"
+    try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         lower, upper, work, merged = (os.path.join(scratch, d) for d in ("lower", "upper", "work", "merged"))
         for d in (lower, upper, work, merged):
             os.mkdir(d)
         with open(os.path.join(lower, "f"), "w"):
             pass
-        what = "mounting overlayfs" + (" in a user namespace" if userns else "")
-        mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work},{options}")
+        what = ("mounting fuse-overlayfs" if fuse_program else "mounting overlayfs") + (
+            " in a user namespace" if userns else "")
+        opts = f"lowerdir={lower},upperdir={upper},workdir={work}" + (f",{options}" if options else "")
+        if fuse_program:
+            mount_fuse_overlay({"program": fuse_program, "options": opts}, merged)
+        else:
+            mount("overlay", merged, "overlay", 0, opts)
         what = "deleting a file on overlayfs"
         os.unlink(os.path.join(merged, "f"))
-        st = os.lstat(os.path.join(upper, "f"))
-        if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
-            return f"{what}: the upper dir holds no 0/0 whiteout"
-        if not userns:
+        try:
+            st = os.lstat(os.path.join(upper, "f"))
+            ok = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+        except FileNotFoundError:  # fuse-overlayfs without mknod writes a .wh.f file
+            ok = os.path.exists(os.path.join(upper, ".wh.f"))
+        if not ok:
+            return f"{what}: the upper dir holds no whiteout"
+        if not userns and not fuse_program:
             what = "creating a device node"
             os.mknod(os.path.join(merged, "probe"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
     except OSError as exc:
@@ -399,8 +472,8 @@ def probe(scratch: str, options: str, userns: bool) -> str | None:
 
 def main(argv: list[str]) -> int:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the executor died: take the step down too
-    if argv[1] == "--probe":  # --probe SCRATCH OVERLAY-OPTIONS [userns]
-        reason = probe(argv[2], argv[3], argv[4:] == ["userns"])
+    if argv[1] == "--probe":  # --probe SCRATCH OVERLAY-OPTIONS userns|root [FUSE-PROGRAM]
+        reason = probe(argv[2], argv[3], argv[4] == "userns", argv[5] if len(argv) > 5 else "")
         print(reason or "ok")
         return 0 if reason is None else 1
     with open(argv[1]) as f:
