@@ -2,7 +2,7 @@
 
 Progress goes to stderr (``plain``: BuildKit-style ``#N [stage k/n] INSTR`` lines, ``CACHED``
 marks and RUN output; ``json``: one object per event; ``auto``: a rich view on a TTY, else plain);
-the image digest goes to stdout. A Dockerfile mistake prints ``Dockerfile:LINE: …`` and exits 1.
+the image digest goes to stdout. A Dockerfile mistake prints ``error: Dockerfile:LINE: …`` and exits 1.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from ..errors import BuildError, LayerkitError
 from ._common import is_tty, stderr_console
 
 
@@ -127,14 +126,6 @@ def build(path: str, dockerfile: str | None, tags: tuple[str, ...], outputs: tup
             source_date_epoch=source_date_epoch, secrets=secrets, executor=executor, network=network,
             progress=renderer,
         )
-    except BuildError as exc:
-        # located errors read like BuildKit's: "Dockerfile:3: unknown instruction: FOO"
-        if ctx_debug():
-            raise
-        click.echo(str(exc), err=True)
-        click.get_current_context().exit(1)
-    except LayerkitError:
-        raise
     finally:
         close = getattr(renderer, "close", None)
         if close is not None:
@@ -146,12 +137,3 @@ def build(path: str, dockerfile: str | None, tags: tuple[str, ...], outputs: tup
         click.echo(json.dumps({"event": "result", "digest": str(result.digest), "tags": list(result.tags),
                                "cached_steps": len(result.cached_steps), "outputs": list(result.outputs)}), err=True)
     click.echo(str(result.digest))
-
-
-def ctx_debug() -> bool:
-    ctx = click.get_current_context(silent=True)
-    while ctx is not None:
-        if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
-            return True
-        ctx = ctx.parent
-    return False

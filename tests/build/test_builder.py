@@ -466,7 +466,7 @@ def test_bad_dockerfiles_exit_1_with_file_and_line(tmp_path: Path, layerkit_home
     result = run_cli("build", str(ctx), "--progress", "plain")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"Dockerfile:{line}: ")
+    assert last.startswith(f"error: Dockerfile:{line}: ")
     assert message in last
     assert "Traceback" not in result.stderr
 

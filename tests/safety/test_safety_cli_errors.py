@@ -342,8 +342,8 @@ def test_broken_dockerfiles(world: World, untouched: None, tmp_path: Path, docke
     result = world.run("build", "-t", TARGET_TAG, "--progress", "plain", str(tmp_path))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    # build errors read like BuildKit's, located: "Dockerfile:LINE: …" (see cli/build.py)
-    where = f"Dockerfile:{line}: " if line is not None else "Dockerfile: "
+    # build errors are one located line like every other error: "error: Dockerfile:LINE: …"
+    where = f"error: Dockerfile:{line}: " if line is not None else "error: Dockerfile: "
     located = [ln for ln in result.stderr.splitlines() if ln.startswith(where)]
     assert len(located) == 1, result.stderr
     assert world.fill(name) in located[0]
