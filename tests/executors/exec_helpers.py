@@ -7,8 +7,11 @@ import hashlib
 import importlib
 import io
 import json
+import os
+import subprocess
 import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +26,8 @@ from layerkit.tarfs.reader import iter_layer
 from layerkit.tarfs.whiteout import is_whiteout
 from layerkit.tarfs.writer import LayerResult, LayerWriter
 
-EXECUTORS = ("native", "rootless", "docker")
+#: "rootless" is fuse-overlayfs where it works (here); "rootless-copy" its last fallback (rootfs copy + tree diff)
+EXECUTORS = ("native", "rootless", "rootless-copy", "docker")
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -46,7 +50,13 @@ def make_write_layer(store: LocalStore) -> Any:
 
 
 def load_executor(name: str) -> Any:
-    executor = importlib.import_module(f"layerkit.build.executors.{name}").create_executor()
+    if name == "rootless-copy":
+        from layerkit.build.executors.rootless import RootlessExecutor
+
+        executor: Any = RootlessExecutor(mode="copy")
+        executor.name = name  # its own cache dirs and test ids in the suite
+    else:
+        executor = importlib.import_module(f"layerkit.build.executors.{name}").create_executor()
     reason = executor.unavailable()
     if reason:
         pytest.skip(f"executor {name} cannot run here: {reason}")
@@ -127,3 +137,80 @@ def layer_summary(entries: Any) -> dict[str, tuple[Any, ...]]:
         digest = hashlib.sha256(content.read()).hexdigest() if content is not None else ""
         out[entry.path] = (entry.type.value, entry.mode, entry.uid, entry.gid, entry.size, digest, entry.linkname)
     return out
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: run one step as whoever runs this script: argv = repo, store home, OCI layout, script, uid, executor
+#: ("native", "rootless", "rootless-copy"); prints the outcome and the layer's summary as JSON
+NOBODY_SCRIPT = r"""
+import hashlib, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from layerkit.build.executor import RunRequest
+from layerkit.build.executors import native, rootless
+from layerkit.mediatypes import Compression
+from layerkit.sources.oci import open_image
+from layerkit.spec import host_platform
+from layerkit.store import open_store
+from layerkit.tarfs.reader import iter_layer
+from layerkit.tarfs.whiteout import is_whiteout
+from layerkit.tarfs.writer import LayerWriter
+
+store = open_store(sys.argv[2])
+image = open_image(sys.argv[3], "3.20")
+name = sys.argv[6]
+executor = {"native": native.NativeExecutor, "rootless": rootless.RootlessExecutor,
+            "rootless-copy": lambda: rootless.RootlessExecutor(mode="copy")}[name]()
+reason = executor.unavailable()
+if reason:
+    print(json.dumps({"unavailable": reason}))
+    sys.exit(0)
+
+def write_layer(fill):
+    with store.blob_writer() as sink:
+        writer = LayerWriter(sink, Compression.GZIP)
+        fill(writer)
+        result = writer.close()
+        sink.commit(result.digest)
+    return result
+
+out = []
+request = RunRequest(image=image, argv=("/bin/sh", "-c", sys.argv[4]), env=("PATH=/usr/bin:/bin:/usr/sbin:/sbin",),
+                     workdir="/work", uid=int(sys.argv[5]), gid=int(sys.argv[5]), platform=host_platform(),
+                     store=store, network="none")
+started = time.monotonic()
+outcome = executor.run(request, write_layer=write_layer, output=out.append)
+seconds = time.monotonic() - started
+entries = {}
+if outcome.layer:
+    with store.open_blob(outcome.layer.digest) as f:
+        for e, c in iter_layer(f):
+            entries[e.path] = ["whiteout"] if is_whiteout(e.path) else [
+                e.type.value, e.mode, e.uid, e.gid, hashlib.sha256(c.read()).hexdigest() if c else "", e.linkname]
+print(json.dumps({"exit": outcome.exit_code, "output": b"".join(out).decode(), "entries": entries,
+                  "seconds": seconds}))
+"""
+
+
+def unprivileged_python() -> str | None:
+    """An interpreter an unprivileged user can run (the test venv may live in root's home)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def run_as_nobody(base: Path, script: str, uid: int, executor: str) -> dict[str, Any]:
+    """Run one step as 'nobody' (setpriv) in ``base`` (see the ``nobody_dir`` fixture)."""
+    python = unprivileged_python()
+    assert python is not None
+    r = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--reset-env", python, "-I",
+         str(base / "run.py"), str(REPO), str(base / "home"), str(base / "alpine"), script, str(uid), executor],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    if "unavailable" in doc:
+        pytest.skip(f"{executor} cannot run as 'nobody' here: {doc['unavailable']}")
+    return doc

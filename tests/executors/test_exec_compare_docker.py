@@ -1,4 +1,4 @@
-"""The native executor's layer for a RUN equals what ``docker build`` makes of the same RUN, with
+"""The overlay executors' layer for a RUN (native; rootless over fuse-overlayfs) equals what ``docker build`` makes of the same RUN, with
 BuildKit and with the classic builder: same entries (path, type, mode, owner, size, content, link
 target; whiteout markers compared by what they hide) and the same merged filesystem."""
 
@@ -72,11 +72,11 @@ def docker_layers(docker_client: Any, docker_cli: str, alpine_image_oci: Path,
     return layers
 
 
+@pytest.mark.parametrize("name", ["native", "rootless"])  # rootless: fuse-overlayfs over the snapshots
 @pytest.mark.parametrize("builder", ["buildkit", "classic"])
-def test_native_layer_matches_docker_build(builder: str, docker_layers: dict[str, bytes], exec_store: LocalStore,
-                                           alpine_image: Any) -> None:
-    native = load_executor("native")
-    step = run_step(native, exec_store, alpine_image, SCRIPT)
+def test_overlay_layer_matches_docker_build(builder: str, name: str, docker_layers: dict[str, bytes],
+                                            exec_store: LocalStore, alpine_image: Any) -> None:
+    step = run_step(load_executor(name), exec_store, alpine_image, SCRIPT)
     assert step.outcome.exit_code == 0 and step.outcome.layer is not None
     with exec_store.open_blob(step.outcome.layer.digest) as f:
         ours = layer_summary(iter_layer(f))

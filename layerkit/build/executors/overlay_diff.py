@@ -112,8 +112,9 @@ class LowerView:
 def restore_copy_up_times(upper_dir: str | os.PathLike[str], lowerdirs: Sequence[str | os.PathLike[str]]) -> None:
     """Undo fuse-overlayfs' copy-up side effect: unlike the kernel, it does not restore a copied-up
     directory's times after creating a child in it, so every ancestor of a modified file would look
-    touched. A copied-up directory whose names are all still the lower's (nothing added, nothing
-    deleted, not opaque) gets the lower's mtime back. (A bare ``touch DIR`` by the step is lost.)"""
+    touched. A copied-up directory holding only copied-up children — names all the lower's, nothing
+    added, nothing deleted, not opaque — gets the lower's mtime back. (A ``touch DIR`` by a step
+    that also modified something inside DIR is lost.)"""
     upper = os.fspath(upper_dir)
     lower = LowerView(lowerdirs)
     for entry, host in walk_tree(upper, xattrs=False):
@@ -124,6 +125,8 @@ def restore_copy_up_times(upper_dir: str | os.PathLike[str], lowerdirs: Sequence
         if found is None or not stat.S_ISDIR(found[1].st_mode) or _is_opaque(host):
             continue
         names = [n for n in os.listdir(host) if n != WHITEOUT_PREFIX + ".opq"]
+        if not names:  # copied up for a child made and removed again: a real change of the directory
+            continue
         if any(n.startswith(WHITEOUT_PREFIX) or is_overlay_whiteout(os.lstat(os.path.join(host, n)))
                or lower.lookup(f"{path}/{n}" if path else n) is None for n in names):
             continue
