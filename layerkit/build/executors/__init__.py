@@ -1,11 +1,14 @@
 """RUN executors, one module each, loaded by name through :func:`layerkit.build.executor.select_executor`.
 
-- :mod:`.native` — namespaces + overlayfs over per-layer snapshots (root);
-- :mod:`.rootless` — ``bwrap`` over a private copy of the rootfs, changes found by tree comparison;
+- :mod:`.native` — namespaces + overlayfs over per-layer snapshots (root, or a user namespace with
+  ``userxattr`` where the kernel allows it);
+- :mod:`.rootless` — fuse-overlayfs over the same snapshots; last fallback ``bwrap`` over a private
+  copy of the rootfs, changes found by tree comparison;
 - :mod:`.docker` — a container in the Docker Engine, its committed top layer re-emitted.
 
 Shared pieces: :mod:`.snapshots` (overlay lower dirs keyed by chain ID), :mod:`.overlay_diff` (upper
-dir → changes), :mod:`.tree_diff` (the change set and before/after comparison), :mod:`.sandbox`
+dir → changes, kernel and fuse-overlayfs dialects), :mod:`.owners` (owners after a one-id user
+namespace), :mod:`.tree_diff` (the change set and before/after comparison), :mod:`.sandbox`
 (namespace/mount helpers; runs as a stdlib-only script), :mod:`.cache_mounts` (cache mount sharing
 modes), :mod:`.heredoc` (RUN heredocs turned into argv as BuildKit does; used by the builder).
 """
