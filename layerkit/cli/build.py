@@ -48,6 +48,9 @@ class _PlainRenderer:
         elif kind == "cached":
             self.write(f"#{event.step} CACHED")
         elif kind == "done":
+            rest = self._partial.pop(event.step, b"")
+            if rest:  # a last line without a newline is still output
+                self.write(f"#{event.step} {rest.decode('utf-8', 'replace')}")
             self.write(f"#{event.step} DONE {event.seconds:.1f}s")
         elif kind == "output":
             buf = self._partial.get(event.step, b"") + event.data

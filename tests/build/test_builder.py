@@ -510,3 +510,16 @@ def test_cli_dockerfile_dump(tmp_path: Path, run_cli: Any) -> None:
     result = run_cli("dockerfile", "dump", str(df))
     assert result.exit_code == 0
     assert result.stdout.splitlines() == ['(from "alpine" "AS" "base")', '(run "echo hi")']
+
+
+def test_plain_progress_prints_a_last_output_line_without_newline() -> None:
+    from types import SimpleNamespace
+
+    from layerkit.cli.build import _PlainRenderer
+
+    lines: list[str] = []
+    render = _PlainRenderer(lines.append)
+    render(SimpleNamespace(kind="output", step=3, data=b"first\nta"))
+    render(SimpleNamespace(kind="output", step=3, data=b"il"))
+    render(SimpleNamespace(kind="done", step=3, seconds=0.25))
+    assert lines == ["#3 first", "#3 tail", "#3 DONE 0.2s"]
