@@ -742,16 +742,11 @@ class _Builder:
                 content = ins.expand(content, env, escape_token=self.df.escape_token, file=self.file,
                                      line=instr.line) if "$" in content else content
             inline.append((doc.name, content.encode("utf-8", "surrogateescape")))
-        from_fs: Any = self.context
-        from_id = "context"
+        from_image: Image | None = None
         from_name = ""
         if instr.from_:
             from_name = self.expand(st, instr.from_, instr)
-            image = self._from_image(st, from_name, instr)
-            from ..union import Union
-
-            from_fs = ImageFS(Union(image), f"stage or image {from_name!r}")
-            from_id = "image:" + (image.chain_ids()[-1] if image.layers else "scratch")
+            from_image = self._from_image(st, from_name, instr)
         created_by = f"{keyword} {' '.join([*sources, *(f'<<{d.name}' for d in instr.heredocs), dest_raw])} # buildkit"
         spool: Path | None = None
         try:
@@ -761,11 +756,12 @@ class _Builder:
                 url_files.append(self._download(url, spool, instr))
             local = [s for s in sources if s not in urls]
             try:
-                if from_fs is self.context:
+                if from_image is None:
                     fingerprint = fingerprint_sources(self.context, local, excludes=instr.excludes,
                                                       parents=instr.parents)
-                else:
-                    fingerprint = from_id + ":" + "\x00".join(local)
+                else:  # an image's content is its chain ID: no need to read its layers for the key
+                    chain = from_image.chain_ids()[-1] if from_image.layers else "scratch"
+                    fingerprint = f"image:{chain}:" + "\x00".join(local)
             except CopySourceError as exc:
                 raise self.fail(instr, f"{keyword} failed: {exc}") from None
             parent = "" if instr.link else st.state.chain_id()
@@ -778,6 +774,11 @@ class _Builder:
             owner = None
             if chown:
                 owner = resolve_chown(chown, self._read_file(st))
+            from_fs: Any = self.context
+            if from_image is not None:  # indexing the source's layers only now that the step runs
+                from ..union import Union
+
+                from_fs = ImageFS(Union(from_image), f"stage or image {from_name!r}")
             lower = None if (instr.link or not st.state.layers) else self._union(st)
             planner = CopyPlanner(lower, tmp_dir=Path(self.store.tmp_dir))
             req = CopyRequest(tuple(local), dest, tuple(inline), owner, chmod, tuple(instr.excludes),

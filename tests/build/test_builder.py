@@ -366,6 +366,29 @@ ADD dir /dir
     assert fourth.cached_steps == () and len(fourth.executed_steps) == 4
 
 
+def test_cached_copy_from_reads_no_layer_of_the_source(tmp_path: Path, layerkit_home: Path, alpine: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key of ``COPY --from`` is the source's chain ID: a hit neither indexes the source's layers
+    nor reads /etc/passwd for ``--chown``."""
+    import layerkit.union
+
+    ctx = make_context(tmp_path / "ctx", f"""\
+FROM {alpine} AS files
+COPY a.txt /data/a.txt
+FROM {alpine}
+COPY --from=files --chown=nobody /data /copied
+""", {"a.txt": "A"})
+    first = build(ctx)
+
+    def no_union(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cached build indexed layers")
+
+    monkeypatch.setattr(layerkit.union, "Union", no_union)
+    second = build(ctx)
+    assert second.executed_steps == () and len(second.cached_steps) == 2
+    assert second.digest == first.digest
+
+
 def test_mtime_only_change_is_still_a_cache_hit(tmp_path: Path, layerkit_home: Path) -> None:
     import os
 
