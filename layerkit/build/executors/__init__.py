@@ -9,7 +9,8 @@
 Shared pieces: :mod:`.snapshots` (overlay lower dirs keyed by chain ID), :mod:`.overlay_diff` (upper
 dir → changes, kernel and fuse-overlayfs dialects), :mod:`.owners` (owners after a one-id user
 namespace), :mod:`.tree_diff` (the change set and before/after comparison), :mod:`.sandbox`
-(namespace/mount helpers; runs as a stdlib-only script), :mod:`.cache_mounts` (cache mount sharing
+(namespace/mount helpers; runs as a stdlib-only script), :mod:`.launcher` (one warm sandbox process
+per executor process that forks each step's sandbox), :mod:`.cache_mounts` (cache mount sharing
 modes), :mod:`.heredoc` (RUN heredocs turned into argv as BuildKit does; used by the builder).
 """
 

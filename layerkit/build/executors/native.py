@@ -42,6 +42,7 @@ from ...errors import BuildError
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
+from .launcher import SANDBOX_SCRIPT, launch
 from .overlay_diff import (
     MOUNT_OPTIONS,
     USERXATTR_MOUNT_OPTIONS,
@@ -57,8 +58,6 @@ __all__ = ["SANDBOX_SCRIPT", "TAIL_BYTES", "NativeExecutor", "OutputTail", "crea
 
 #: bytes of the step's output kept for error messages
 TAIL_BYTES = 8192
-#: the sandbox script, run as ``python -I -B SANDBOX_SCRIPT SPEC`` (or ``--probe …``)
-SANDBOX_SCRIPT = str(Path(sandbox.__file__).resolve())
 _probe_result: dict[bool, str | None] = {}
 
 
@@ -271,35 +270,37 @@ def _mount_spec(m: Mount, i: int, snaps: Snapshots, work: Path) -> dict[str, Any
     return {**base, "kind": "bind", "source": str(copy), "is_dir": False}
 
 def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRequest) -> tuple[int, str]:
-    """Run :mod:`.sandbox` on ``spec``; ``(exit code, output tail)``. A command that cannot be
-    executed is exit 127 (as a shell reports it); a sandbox that cannot be set up is a BuildError."""
-    status_r, status_w = os.pipe()
-    spec["status_fd"] = status_w
+    """Run :mod:`.sandbox` on ``spec`` (forked by the :mod:`.launcher`); ``(exit code, output
+    tail)``. A command that cannot be executed is exit 127 (as a shell reports it); a sandbox that
+    cannot be set up is a BuildError."""
     spec_file = work / "spec.json"
     spec_file.write_text(json.dumps(spec))
     tail = OutputTail(output)
+    out_r, out_w = os.pipe()
+    status_r, status_w = os.pipe()
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", SANDBOX_SCRIPT, str(spec_file)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(status_w,), close_fds=True,
-        )
+        child = launch({"op": "run", "spec_file": str(spec_file)}, [out_w, status_w])
+    except BaseException:
+        os.close(out_r)
+        os.close(status_r)
+        raise
     finally:
+        os.close(out_w)
         os.close(status_w)
+    done = False
     try:
-        assert proc.stdout is not None
-        with proc.stdout:
-            fd = proc.stdout.fileno()
-            while chunk := os.read(fd, 1 << 16):
-                tail.feed(chunk)
-        code = proc.wait()
+        while chunk := os.read(out_r, 1 << 16):
+            tail.feed(chunk)
+        code, problem = child.result()
         with os.fdopen(status_r, "rb") as f:
             status_r = -1
             status = f.read().decode("utf-8", "replace")
+        done = True
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if not done:
+            child.kill()
+        child.close()
+        os.close(out_r)
         if status_r >= 0:
             os.close(status_r)
     if status.startswith("exec: "):
@@ -307,8 +308,9 @@ def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRe
         message = f"\nrunning {request.argv[0]!r}: {status[6:]}\n"
         output(message.encode())
         return 127, tail.text(message)
-    if status:
-        raise BuildError(f"running {request.step or 'RUN'}: setting up the sandbox failed: {status.removeprefix('setup: ')}")
+    if status or problem:
+        raise BuildError(f"running {request.step or 'RUN'}: setting up the sandbox failed: "
+                         f"{(status or problem).removeprefix('setup: ')}")
     return code, tail.text()
 
 

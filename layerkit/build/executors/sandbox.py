@@ -1,12 +1,13 @@
 """Namespace and mount helpers, and the sandbox process that runs one RUN step (Linux; root, or a
 user namespace).
 
-This module is stdlib-only on purpose: the native executor runs it as a *script* in a fresh
-interpreter (``python -I sandbox.py SPEC``) because ``unshare(2)`` needs a single-threaded process
-and the builder's process has worker threads. Python 3.11 has no ``os.unshare``, so the syscalls go
-through ctypes.
+This module is stdlib-only on purpose: it runs as a *script* in its own interpreter because
+``unshare(2)`` needs a single-threaded process and the builder's process has worker threads — once
+per executor process as the *launcher* (``python -I sandbox.py --serve FD``, see :mod:`.launcher`),
+which forks a child per step, or once per use (``SPEC``, ``--probe``). Python 3.11 has no
+``os.unshare``, so the syscalls go through ctypes.
 
-What the script does, from a JSON spec written by the executor:
+What a step's child does, from a JSON spec written by the executor:
 
 1. ``unshare(NEWNS|NEWPID|NEWIPC|NEWUTS [|NEWNET])`` and fork; the child is PID 1 of the new PID
    namespace (when it exits every process of the step dies with it, like BuildKit's runc).
@@ -62,6 +63,8 @@ __all__ = [
     "remount_readonly",
     "remove_stubs",
     "resolve_in_root",
+    "run_spec",
+    "serve",
     "umount",
     "unshare",
 ]
@@ -470,14 +473,9 @@ def _probe_mounts(scratch: str, options: str, userns: bool, fuse_program: str) -
     return None
 
 
-def main(argv: list[str]) -> int:
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the executor died: take the step down too
-    if argv[1] == "--probe":  # --probe SCRATCH OVERLAY-OPTIONS userns|root [FUSE-PROGRAM]
-        reason = probe(argv[2], argv[3], argv[4] == "userns", argv[5] if len(argv) > 5 else "")
-        print(reason or "ok")
-        return 0 if reason is None else 1
-    with open(argv[1]) as f:
-        spec = json.load(f)
+def run_spec(spec: dict[str, Any]) -> int:
+    """Run the step ``spec`` describes (this process becomes the parent of its PID 1): its exit
+    status, or :data:`INFRA_EXIT` after writing why to ``spec["status_fd"]``."""
     status_fd = int(spec["status_fd"])
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if spec["network"] == "none":
@@ -507,6 +505,103 @@ def main(argv: list[str]) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+# -- the launcher -----------------------------------------------------------------------------------
+#
+# Starting this script costs a Python interpreter start (~0.1 s of CPU, more under load) — most of a
+# small step's cost. The executor's process cannot fork its own sandboxes (it has threads; unshare
+# needs a single thread, and a forked copy of a threaded interpreter may hold another thread's
+# locks), so it starts this script once as a *launcher* (``--serve FD``): a single-threaded process
+# that forks one child per request from its warm interpreter. Requests come over a SOCK_SEQPACKET
+# socket as JSON with their file descriptors attached (SCM_RIGHTS); the reply is the child's pid, so
+# the executor can kill it. The child reports its result — the step's exit status, or a probe's
+# verdict — on the last descriptor it was given. The launcher leaves when the executor's end of the
+# socket closes (the executor exited), and its children die with it (PR_SET_PDEATHSIG).
+
+
+def _launched(request: dict[str, Any], fds: list[int]) -> None:
+    """One launched child: ``run`` (fds: output, status, result) or ``probe`` (fds: result)."""
+    code = INFRA_EXIT
+    result = fds[-1]
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the launcher died before prctl: nobody is waiting for us
+            os._exit(INFRA_EXIT)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        if request["op"] == "probe":
+            reason = probe(request["scratch"], request["options"], request["userns"], request.get("fuse", ""))
+            code = 0
+            os.write(result, ("0 " + (reason or "")).encode("utf-8", "replace"))
+            return
+        out, status = fds[0], fds[1]
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        with open(request["spec_file"]) as f:
+            spec = json.load(f)
+        spec["status_fd"] = status
+        code = run_spec(spec)
+        os.write(result, b"%d" % code)
+    except BaseException as exc:  # noqa: BLE001 - a forked copy of the launcher must never return into its loop
+        try:
+            os.write(result, f"{INFRA_EXIT} {exc}".encode("utf-8", "replace"))
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def serve(fd: int) -> int:
+    """The launcher loop on the socket ``fd`` (see above); returns when the executor is gone."""
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    # Ctrl-C reaches the whole process group: the executor handles it (and kills its launched children)
+    signal.signal(signal.SIGINT, lambda _s, _f: None)
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 8)
+        except OSError:
+            return 0
+        if not data:  # the executor's end closed
+            return 0
+        while True:  # reap finished children (a zombie until now, so the executor's kill never hits a reused pid)
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        try:
+            request = json.loads(data)
+            pid = os.fork()
+        except BaseException as exc:  # noqa: BLE001 - reply, keep serving
+            for f in fds:
+                os.close(f)
+            sock.send(f"error {exc}".encode("utf-8", "replace"))
+            continue
+        if pid == 0:
+            sock.close()
+            _launched(request, fds)
+        for f in fds:
+            os.close(f)
+        sock.send(b"%d" % pid)
+
+
+def main(argv: list[str]) -> int:
+    if argv[1] == "--serve":  # --serve SOCKET-FD
+        return serve(int(argv[2]))
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the executor died: take the step down too
+    if argv[1] == "--probe":  # --probe SCRATCH OVERLAY-OPTIONS userns|root [FUSE-PROGRAM]
+        reason = probe(argv[2], argv[3], argv[4] == "userns", argv[5] if len(argv) > 5 else "")
+        print(reason or "ok")
+        return 0 if reason is None else 1
+    with open(argv[1]) as f:
+        return run_spec(json.load(f))
 
 
 if __name__ == "__main__":
