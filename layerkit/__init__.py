@@ -10,8 +10,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .digest import Digest
-from .errors import *  # noqa: F403 - the error tree is part of the public API
-from .errors import __all__ as _error_names
+from .errors import (
+    AuthenticationError,
+    BlobNotFoundError,
+    BuildError,
+    ConfigError,
+    CorruptStoreError,
+    DaemonUnavailableError,
+    DigestError,
+    DigestMismatchError,
+    DockerfileSyntaxError,
+    ExecutorUnavailableError,
+    ImageNotFoundError,
+    InvalidDigestError,
+    InvalidReferenceError,
+    InvalidWhiteoutError,
+    LayerError,
+    LayerkitError,
+    LimitExceededError,
+    ManifestError,
+    RegistryError,
+    SourceError,
+    StepFailedError,
+    StoreError,
+    TarFormatError,
+    UnsafePathError,
+    UnsupportedInstructionError,
+    UnsupportedMediaTypeError,
+)
 from .image import Image, ImageSink, Layer
 from .mediatypes import Compression
 from .spec import Descriptor, History, ImageConfig, Index, Manifest, Platform
@@ -40,24 +66,63 @@ _LAZY = {
     "Limits": "layerkit.tarfs.limits",
 }
 
-__all__ = sorted(
-    [
-        "__version__",
-        "Digest",
-        "Image",
-        "ImageSink",
-        "Layer",
-        "Compression",
-        "Descriptor",
-        "History",
-        "ImageConfig",
-        "Index",
-        "Manifest",
-        "Platform",
-        *_error_names,
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "AuthenticationError",
+    "BlobNotFoundError",
+    "BuildError",
+    "Compression",
+    "ConfigError",
+    "CorruptStoreError",
+    "DaemonUnavailableError",
+    "Descriptor",
+    "Digest",
+    "DigestError",
+    "DigestMismatchError",
+    "DockerfileSyntaxError",
+    "Entry",
+    "EntryType",
+    "ExecutorUnavailableError",
+    "History",
+    "Image",
+    "ImageConfig",
+    "ImageNotFoundError",
+    "ImageSink",
+    "Index",
+    "InvalidDigestError",
+    "InvalidReferenceError",
+    "InvalidWhiteoutError",
+    "Layer",
+    "LayerError",
+    "LayerWriter",
+    "LayerkitError",
+    "LimitExceededError",
+    "Limits",
+    "Manifest",
+    "ManifestError",
+    "Platform",
+    "RegistryError",
+    "SourceError",
+    "StepFailedError",
+    "StoreError",
+    "TarFormatError",
+    "Union",
+    "UnsafePathError",
+    "UnsupportedInstructionError",
+    "UnsupportedMediaTypeError",
+    "__version__",
+    "build_image",
+    "copy",
+    "diff",
+    "export",
+    "inspect",
+    "open_image",
+    "open_index",
+    "open_sink",
+    "open_store",
+    "pull",
+    "push",
+    "unpack",
+]
 
 
 def __getattr__(name: str) -> Any:

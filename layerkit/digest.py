@@ -25,7 +25,7 @@ class Digest(str):
 
     __slots__ = ()
 
-    def __new__(cls, value: str) -> Digest:
+    def __new__(cls, value: str) -> Digest:  # noqa: PYI034 - returns the argument itself when already a Digest
         if isinstance(value, Digest):
             return value
         m = _DIGEST_RE.match(value or "")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .digest import Digest
 from .errors import InvalidDigestError, InvalidReferenceError
 
-__all__ = ["DockerReference", "TransportReference", "parse_reference", "TRANSPORTS"]
+__all__ = ["TRANSPORTS", "DockerReference", "TransportReference", "parse_reference"]
 
 DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -43,7 +43,7 @@ class DockerReference:
     digest: Digest | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "DockerReference":
+    def parse(cls, text: str) -> DockerReference:
         orig = text
         if not text or text != text.strip():
             raise InvalidReferenceError(f"invalid reference {orig!r}: empty or surrounded by spaces")
@@ -94,10 +94,10 @@ class DockerReference:
         """What goes after ``/manifests/``: the digest when pinned, else the tag."""
         return str(self.digest) if self.digest else self.tag
 
-    def with_tag(self, tag: str) -> "DockerReference":
+    def with_tag(self, tag: str) -> DockerReference:
         return DockerReference(self.registry, self.repository, tag, None)
 
-    def with_digest(self, digest: Digest) -> "DockerReference":
+    def with_digest(self, digest: Digest) -> DockerReference:
         return DockerReference(self.registry, self.repository, "", digest)
 
     @property
@@ -134,7 +134,7 @@ class TransportReference:
 
 def _split_path_and_name(rest: str) -> tuple[str, str]:
     """``DIR[:TAG]``: the path ends at the first ':' (skopeo's rule; paths with ':' are unsupported)."""
-    path, sep, name = rest.partition(":")
+    path, _, name = rest.partition(":")
     return path, name
 
 

@@ -46,7 +46,7 @@ def _layer_of(top: str) -> int:
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module) of every import in ``path``, function-level ones included."""
     rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    package = list(rel.parts[:-1])
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):

@@ -18,7 +18,7 @@ import click
 
 from ..errors import LayerkitError
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 #: command name -> "module:function". A command appears when its module is present.
 COMMANDS: dict[str, str] = {
