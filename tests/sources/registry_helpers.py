@@ -22,9 +22,10 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from support import free_port, wait_for_port
 
@@ -160,9 +161,8 @@ def start_registry(workdir: Path, auth_yaml: str = "") -> RegistryProcess:
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n  secret: layerkit-tests\n" + auth_yaml
     )
-    log = open(workdir / "registry.log", "wb")
-    proc = subprocess.Popen([exe, "serve", str(workdir / "config.yml")], stdout=log, stderr=log)
-    log.close()
+    with open(workdir / "registry.log", "wb") as log:
+        proc = subprocess.Popen([exe, "serve", str(workdir / "config.yml")], stdout=log, stderr=log)
     wait_for_port(port)
     return RegistryProcess(f"127.0.0.1:{port}", storage, proc)
 
@@ -195,7 +195,7 @@ class TokenServer:
 
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "layerkit test token issuer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -244,7 +244,7 @@ class TokenServer:
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(signature)}"
 
-    def _handler(self, server: "TokenServer") -> type[http.server.BaseHTTPRequestHandler]:
+    def _handler(self, server: TokenServer) -> type[http.server.BaseHTTPRequestHandler]:
         from urllib.parse import parse_qs, urlsplit
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -331,7 +331,7 @@ class FaultProxy:
                     return f
         return None
 
-    def _handler(self, proxy: "FaultProxy") -> type[http.server.BaseHTTPRequestHandler]:
+    def _handler(self, proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 

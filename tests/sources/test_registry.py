@@ -15,10 +15,21 @@ from registry_helpers import FaultProxy, make_image, make_index, push
 
 from layerkit import mediatypes as mt
 from layerkit.digest import sha256_bytes
-from layerkit.errors import DigestMismatchError, ImageNotFoundError, ManifestError, RegistryError
+from layerkit.errors import (
+    DigestMismatchError,
+    ImageNotFoundError,
+    ManifestError,
+    RegistryError,
+)
 from layerkit.image import BlobSource, Image, ImageSink
 from layerkit.reference import DockerReference
-from layerkit.sources.registry import RegistrySink, list_tags, manifest_exists, open_image, open_index
+from layerkit.sources.registry import (
+    RegistrySink,
+    list_tags,
+    manifest_exists,
+    open_image,
+    open_index,
+)
 from layerkit.spec import Manifest, Platform
 
 pytestmark = pytest.mark.registry

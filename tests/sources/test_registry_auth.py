@@ -9,11 +9,19 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from registry_helpers import FaultProxy, RegistryProcess, TokenServer, make_image, push, start_registry
+from registry_helpers import (
+    FaultProxy,
+    RegistryProcess,
+    TokenServer,
+    make_image,
+    push,
+    start_registry,
+)
 
 from layerkit.errors import AuthenticationError
 from layerkit.reference import DockerReference

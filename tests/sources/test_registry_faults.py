@@ -9,7 +9,8 @@ import io
 import os
 import time
 import uuid
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import pytest
 from registry_helpers import Fault, FaultProxy, make_image, push
