@@ -136,7 +136,7 @@ class Descriptor:
     artifact_type: str = ""
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], what: str = "descriptor") -> "Descriptor":
+    def from_json(cls, d: Any, what: str = "descriptor") -> "Descriptor":
         if not isinstance(d, Mapping):
             raise ManifestError(f"parsing {what}: expected an object")
         size = d.get("size")
