@@ -17,17 +17,19 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ...errors import BuildError
 from . import sandbox
 
-__all__ = ["SANDBOX_SCRIPT", "Launched", "launch"]
+__all__ = ["SANDBOX_SCRIPT", "Launched", "launch", "probe"]
 
 #: the sandbox script, run as ``python -I -B SANDBOX_SCRIPT --serve FD`` (or ``--probe …``, ``SPEC``)
 SANDBOX_SCRIPT = str(Path(sandbox.__file__).resolve())
@@ -92,15 +94,28 @@ class Launched:
         self.pid = pid
         self._result_fd = result_fd
 
-    def result(self) -> tuple[int, str]:
-        """``(code, message)`` the child reported, once it has finished (blocks until then). A child
-        that died without reporting (killed) is ``(INFRA_EXIT, why)``."""
+    def result(self, timeout: float | None = None) -> tuple[int, str]:
+        """``(code, message)`` the child reported, once it has finished (blocks until then, or kills
+        it after ``timeout`` seconds). A child that died without reporting is ``(INFRA_EXIT, why)``."""
+        fd = self._result_fd
+        deadline = None if timeout is None else time.monotonic() + timeout
         chunks = []
-        while chunk := os.read(self._result_fd, 4096):
+        timed_out = False
+        while True:
+            if deadline is not None and not timed_out:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                    self.kill()  # its end of the pipe closes when it is gone
+                    timed_out = True
+                    continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
             chunks.append(chunk)
-        os.close(self._result_fd)
-        self._result_fd = -1
+        self.close()
         text = b"".join(chunks).decode("utf-8", "replace")
+        if timed_out:
+            return sandbox.INFRA_EXIT, f"no answer within {timeout:g} s"
         if not text:
             return sandbox.INFRA_EXIT, "the sandbox process died before reporting its result"
         code, _, message = text.partition(" ")
@@ -146,3 +161,13 @@ def launch(message: dict[str, Any], fds: list[int]) -> Launched:
     finally:
         os.close(result_w)
     return Launched(pid, result_r)
+
+
+def probe(scratch: str, options: str, *, userns: bool, fuse_program: str = "", timeout: float = 30) -> str | None:
+    """:func:`.sandbox.probe` in a child of the launcher (no interpreter of its own): why a step's
+    sandbox cannot be made here, or None when it can."""
+    child = launch({"op": "probe", "scratch": scratch, "options": options, "userns": userns, "fuse": fuse_program}, [])
+    code, message = child.result(timeout=timeout)
+    if code != 0:
+        return message or f"the probe failed (status {code})"
+    return message or None

@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,7 +41,7 @@ from ...errors import BuildError
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
-from .launcher import SANDBOX_SCRIPT, launch
+from .launcher import SANDBOX_SCRIPT, launch, probe
 from .overlay_diff import (
     MOUNT_OPTIONS,
     USERXATTR_MOUNT_OPTIONS,
@@ -317,12 +316,9 @@ def run_sandbox(spec: dict[str, Any], work: Path, output: Output, request: RunRe
 def _probe(unprivileged: bool) -> str | None:
     if unprivileged not in _probe_result:
         with tempfile.TemporaryDirectory(prefix="layerkit-probe-") as scratch:
-            args = [sys.executable, "-I", "-B", SANDBOX_SCRIPT, "--probe", scratch, _mount_options(),
-                    "userns" if unprivileged else "root"]
             try:
-                r = subprocess.run(args, check=False, capture_output=True, text=True, timeout=30)
-                reason = None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip()[-300:])
-            except (OSError, subprocess.SubprocessError) as exc:
+                reason = probe(scratch, _mount_options(), userns=unprivileged)
+            except (OSError, BuildError) as exc:
                 reason = str(exc)
         _probe_result[unprivileged] = None if reason is None else explain_probe(reason, unprivileged)
     return _probe_result[unprivileged]

@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,8 +48,8 @@ from ...errors import BuildError
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
+from .launcher import probe
 from .native import (
-    SANDBOX_SCRIPT,
     OutputTail,
     etc_files,
     run_on_overlay,
@@ -248,11 +247,8 @@ def _fuse_unavailable() -> str | None:
         else:
             with tempfile.TemporaryDirectory(prefix="layerkit-probe-") as scratch:
                 try:
-                    r = subprocess.run([sys.executable, "-I", "-B", SANDBOX_SCRIPT, "--probe", scratch, "",
-                                        "root" if os.geteuid() == 0 else "userns", program],
-                                       check=False, capture_output=True, text=True, timeout=30)
-                    reason = None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip()[-300:])
-                except (OSError, subprocess.SubprocessError) as exc:
+                    reason = probe(scratch, "", userns=os.geteuid() != 0, fuse_program=program)
+                except (OSError, BuildError) as exc:
                     reason = str(exc)
             if reason is not None:
                 reason = f"fuse-overlayfs cannot mount the snapshots here ({reason})"

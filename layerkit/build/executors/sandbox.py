@@ -429,6 +429,7 @@ def probe(scratch: str, options: str, userns: bool, fuse_program: str = "") -> s
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a probe that hangs is killed with its parent
         os.close(r)
         reason = _probe_mounts(scratch, options, userns, fuse_program)
         os.write(w, (reason or "").encode())
