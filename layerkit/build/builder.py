@@ -1080,10 +1080,10 @@ def build(
         for tag in tags:
             written_tags.append(b.store.set_tag(tag, image.manifest.descriptor()).annotations.get(
                 "org.opencontainers.image.ref.name", tag))
-    from .outputs import export
-
     written: list[str] = []
     for dest in outputs:
+        from .outputs import export
+
         b.emit("export", text=dest)
         written.append(export(image, dest, home=home))
     return BuildResult(

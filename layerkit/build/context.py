@@ -15,13 +15,14 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..digest import Digest, sha256_file
 from ..errors import BuildError, LayerkitError
-from ..tarfs.entry import Entry
-from ..tarfs.tree import entry_from_stat, read_xattrs
 from .dockerignore import PatternMatcher
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tarfs.entry import Entry
 
 __all__ = ["MAX_SYMLINKS", "BuildContext", "StatCache"]
 
@@ -154,6 +155,8 @@ class BuildContext:
         if not self._visible(rel, st):
             return None
         link = os.readlink(self.host(rel)) if stat.S_ISLNK(st.st_mode) else ""
+        from ..tarfs.tree import entry_from_stat  # a COPY that runs needs tarfs; the cache key does not
+
         try:
             entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(self.host(rel), st))
         except LayerkitError as exc:  # sockets and the like cannot go into a layer
@@ -247,6 +250,8 @@ def _xattrs(host: str, st: os.stat_result) -> dict[str, bytes]:
     if stat.S_ISLNK(st.st_mode):
         return {}
     try:
+        from ..tarfs.tree import read_xattrs
+
         got = read_xattrs(host)
     except OSError:
         return {}

@@ -24,10 +24,8 @@ stream them into a ``LayerWriter``.
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import io
-import lzma
 import os
 import posixpath
 import re
@@ -332,8 +330,12 @@ def _decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO]:
     """The decoder for an archive's first bytes: bzip2 and xz from the stdlib, gzip/zstd/plain
     through tarfs (the one place codecs live)."""
     if head[:3] == b"BZh":
+        import bz2  # only ADD of a .bz2 archive needs it
+
         return lambda f: bz2.BZ2File(f)  # type: ignore[return-value]
     if head[:6] == b"\xfd7zXZ\x00":
+        import lzma  # only ADD of a .xz archive needs it
+
         return lambda f: lzma.LZMAFile(f)  # type: ignore[return-value]
     from ..tarfs.compression import open_decompressed
 

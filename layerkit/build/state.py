@@ -9,6 +9,7 @@ from the store when it is there and from the base otherwise; ``commit`` copies t
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,10 +20,10 @@ from ..digest import Digest, sha256_bytes
 from ..errors import BlobNotFoundError
 from ..image import Image
 from ..spec import Descriptor, History, ImageConfig, Manifest, Platform, chain_ids
-from ..tarfs.writer import LayerResult, LayerWriter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..store import LocalStore
+    from ..tarfs.writer import LayerResult, LayerWriter
 
 __all__ = ["DEFAULT_PATH", "BuildState", "LayerFactory", "format_time", "scratch_config"]
 
@@ -55,6 +56,8 @@ class LayerFactory:
         self.source_date_epoch = source_date_epoch
 
     def __call__(self, fill: Callable[[LayerWriter], Any]) -> LayerResult:
+        from ..tarfs.writer import LayerWriter  # only a step that runs writes a layer
+
         with self.store.blob_writer() as sink:
             writer = LayerWriter(sink, self.compression, source_date_epoch=self.source_date_epoch)  # type: ignore[arg-type]
             try:
@@ -78,8 +81,6 @@ class _StateSource:
         self._fallbacks = fallbacks
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
-        import io
-
         if descriptor.digest == self._config_digest:
             return io.BytesIO(self._config)
         if self._store.has_blob(descriptor.digest):
