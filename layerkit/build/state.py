@@ -192,8 +192,13 @@ class BuildState:
                         raise BlobNotFoundError(desc.digest, f"{self.store.name}; run the build again")
                     with origin.open_blob(desc, what="base layer") as f:
                         self.store.put_blob(f, desc)
+            # put_manifest, except that an unchanged rebuild finds config and manifest stored: they
+            # are reused (mtime refreshed for gc's grace period), not written and fsynced again
             raw = self.config_bytes()
-            cfg_digest, cfg_size = self.store.put_json(raw)
-            manifest = Manifest(mt.OCI_MANIFEST, Descriptor(mt.OCI_CONFIG, cfg_digest, cfg_size), tuple(self.layers))
-            desc = self.store.put_manifest(manifest, "", platform=self.config.platform)
+            config = Descriptor(mt.OCI_CONFIG, sha256_bytes(raw), len(raw))
+            self.store.put_blob(io.BytesIO(raw), config)
+            data = Manifest(mt.OCI_MANIFEST, config, tuple(self.layers)).to_bytes()
+            desc = Descriptor(mt.OCI_MANIFEST, sha256_bytes(data), len(data), platform=self.config.platform)
+            self.store.put_blob(io.BytesIO(data), desc)
+            self.store.set_tag("", desc)
         return self.store.image(str(desc.digest))

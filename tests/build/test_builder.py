@@ -389,6 +389,20 @@ COPY --from=files --chown=nobody /data /copied
     assert second.digest == first.digest
 
 
+def test_unchanged_rebuild_rewrites_no_blob(tmp_path: Path, layerkit_home: Path) -> None:
+    """Config and manifest of an unchanged rebuild are already stored: reused, not written again."""
+    from layerkit.store import open_store
+
+    ctx = make_context(tmp_path / "ctx", "FROM scratch\nCOPY a.txt /a\n", {"a.txt": "a"})
+    first = build(ctx, tags=["lk-build-same:1"])
+    store = open_store()
+    blobs = [store.blob_path(first.digest), store.blob_path(first.image.manifest.config.digest)]
+    inodes = [b.stat().st_ino for b in blobs]
+    second = build(ctx, tags=["lk-build-same:1"])
+    assert second.digest == first.digest
+    assert [b.stat().st_ino for b in blobs] == inodes
+
+
 def test_mtime_only_change_is_still_a_cache_hit(tmp_path: Path, layerkit_home: Path) -> None:
     import os
 
