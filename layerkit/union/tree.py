@@ -55,7 +55,9 @@ from ..tarfs.whiteout import (
     whiteout_target,
 )
 
-__all__ = ["Fate", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "layer_label"]
+__all__ = [
+    "Fate", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "implicit_dir", "is_image", "layer_label",
+]
 
 #: Symlink hops allowed while resolving a path in the view (Linux's MAXSYMLINKS).
 MAX_SYMLINKS = 40
@@ -153,7 +155,8 @@ class LayerFate:
 _ROOT = "."
 
 
-def _implicit_dir(path: str) -> Entry:
+def implicit_dir(path: str) -> Entry:
+    """What a directory no member spells out shows: 0755 root:root, mtime 0 (as overlay2 does)."""
     return Entry(path, EntryType.DIR, 0o755, 0, 0, 0, 0)
 
 
@@ -172,7 +175,7 @@ def compressed_size(layer: Any) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def _is_image(obj: Any) -> bool:
+def is_image(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "manifest")
 
 
@@ -191,11 +194,11 @@ class Union:
         limits: Limits | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        layers: Sequence[LayerLike] = source.layers if _is_image(source) else list(source)
-        self.image = source if _is_image(source) else None
+        layers: Sequence[LayerLike] = source.layers if is_image(source) else list(source)
+        self.image = source if is_image(source) else None
         self.layers: tuple[LayerLike, ...] = tuple(layers)
         self.limits = limits or default_limits()  # one value for every read of these layers
-        root = Node(_ROOT, 0, -1, _implicit_dir(_ROOT), implicit=True)
+        root = Node(_ROOT, 0, -1, implicit_dir(_ROOT), implicit=True)
         self._view: dict[str, Node] = {_ROOT: root}
         self._kids: dict[str, set[str]] = {_ROOT: set()}
         self._history: dict[str, list[Node]] = {_ROOT: [root]}
@@ -330,7 +333,7 @@ class Union:
                         label,
                     )
                 self._remove(cur, Fate.OVERWRITTEN, i)
-            imp = Node(cur, i, -1, _implicit_dir(cur), implicit=True)
+            imp = Node(cur, i, -1, implicit_dir(cur), implicit=True)
             self._history.setdefault(cur, []).append(imp)
             self._insert(imp)
 

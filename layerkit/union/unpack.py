@@ -1,12 +1,17 @@
 """Write a merged rootfs (or one layer onto a tree) to disk, never touching anything outside it.
 
-:func:`unpack` decides visibility first (the :class:`~layerkit.union.tree.Union` index of headers),
-then writes top-down: every surviving path exactly once, nothing a higher layer hides ever, no
-intermediate state. Directories, symlinks and special files come from the index alone; file
-content is streamed from each layer once, newest layer first, and only layers that provide a
-survivor are read again. Hard links are created last; when a link's original path is hidden (a
-higher layer deleted or replaced it) the content is written at the first link path instead.
-Directory modes and times are applied after their contents, deepest first.
+:func:`unpack` reads every layer exactly once, newest first, and writes as it reads: what a layer
+shows is decided from the layers above it (their whiteouts, opaque markers, non-directories and
+directories, gathered as hiding flags per path while they streamed), so every surviving path is
+written once, nothing a higher layer hides is ever written, and there is no intermediate state.
+Directories are made as entries need them (0700), their modes and times applied last, deepest
+first. Hard links are made as they are met, to the original written earlier in the same layer.
+
+What one streaming pass cannot decide alone — a hard link to a lower layer or to a hidden original,
+a path repeated in one layer with another type, and every malformed or hostile layer — makes it
+step back: the target is emptied and the stack is indexed first (:class:`~layerkit.union.tree.Union`,
+every layer read for its headers) and then written top-down from the index, which gives the exact
+same tree, report and errors as it always did; only such images pay a second read.
 
 :func:`apply_layer` is the bottom-up counterpart for the builder's snapshot cache: one layer stream
 onto an existing tree, whiteouts applied to lower content only, with the same path rules as the
@@ -46,6 +51,7 @@ from typing import Any, BinaryIO
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.paths import parent
+from ..tarfs.limits import default_limits
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.whiteout import (
     WHITEOUT_PREFIX,
@@ -54,7 +60,7 @@ from ..tarfs.whiteout import (
     whiteout_target,
 )
 from .safefs import SafeRoot, copy_to_fd
-from .tree import Node, Union, compressed_size
+from .tree import Node, Union, compressed_size, implicit_dir, is_image, layer_label
 
 __all__ = ["Progress", "SkippedEntry", "StrippedBits", "UnpackResult", "apply_layer", "unpack"]
 
@@ -128,9 +134,21 @@ class _Writer:
         self.root = root
         self.policy = policy
         self.result = result
+        # the streaming unpack writes in another order than the index-first one; each report line
+        # gets the sort key of the step that made it there, so the report keeps its order
+        self.key: tuple[Any, ...] = ()
+        self.skip_keys: list[tuple[Any, ...]] = []
+        self.strip_keys: list[tuple[Any, ...]] = []
 
     def skip(self, path: str, layer: int | str, reason: str) -> None:
         self.result.skipped.append(SkippedEntry(_display(path), layer, reason))
+        self.skip_keys.append(self.key)
+
+    def sort_report(self) -> None:
+        """Put the report in the index-first unpack's order (stable: one step's lines stay together)."""
+        r = self.result
+        r.skipped = [e for _, e in sorted(zip(self.skip_keys, r.skipped), key=lambda t: t[0])]
+        r.stripped = [e for _, e in sorted(zip(self.strip_keys, r.stripped), key=lambda t: t[0])]
 
     def mode(self, path: str, entry: Entry, layer: int | str) -> int:
         mode = self.policy.mode(entry)
@@ -138,6 +156,7 @@ class _Writer:
         if gone:
             bits = ("setuid",) * bool(gone & 0o4000) + ("setgid",) * bool(gone & 0o2000)
             self.result.stripped.append(StrippedBits(_display(path), layer, bits))
+            self.strip_keys.append(self.key)
         return mode
 
     def write_file(self, path: str, entry: Entry, content: BinaryIO, layer: int | str) -> None:
@@ -232,13 +251,13 @@ def _display(path: str) -> str:
 class _Context:
     """Names the layer and entry in every error leaving a write."""
 
-    def __init__(self, union: Union | None = None, label: str = "") -> None:
-        self.union = union
+    def __init__(self, labeler: Callable[[int], str] | None = None, label: str = "") -> None:
+        self.labeler = labeler
         self.label = label
 
     def layer_label(self, layer: int | str) -> str:
-        if isinstance(layer, int) and self.union is not None:
-            return self.union.label(layer)
+        if isinstance(layer, int) and self.labeler is not None:
+            return self.labeler(layer)
         return str(layer) if layer != "" else self.label
 
     def fail(self, exc: Exception, path: str, layer: int | str) -> Exception:
@@ -266,17 +285,214 @@ def unpack(
     ``target_dir``, which must be empty or absent."""
     policy = _policy(rootless, no_privileged_bits)
     target = _prepare_target(target_dir)
-    if isinstance(image, Union):
-        union = image
-    else:
-        index_cb = (lambda done, total: progress("index", done, total)) if progress else None
-        union = Union(image, limits=limits, progress=index_cb)
-    result = UnpackResult()
-    ctx = _Context(union)
     with SafeRoot(target, resolve="never") as root:
-        w = _Writer(root, policy, result)
-        _write_union(union, w, ctx, progress)
-    return result
+        if not isinstance(image, Union):
+            if not is_image(image):
+                image = list(image)  # read twice when the streaming pass steps back
+            layers = list(image.layers) if is_image(image) else image
+            w = _Writer(root, policy, UnpackResult())
+            try:
+                final = _Stream(layers, limits or default_limits(), w, progress).run()
+            except Exception:  # noqa: BLE001 - the index-first unpack decides, and reports, exactly
+                root.clear_dir(".")
+            else:
+                final()
+                return w.result
+        if isinstance(image, Union):
+            union = image
+        else:
+            index_cb = (lambda done, total: progress("index", done, total)) if progress else None
+            union = Union(image, limits=limits, progress=index_cb)
+        w = _Writer(root, policy, UnpackResult())
+        _write_union(union, w, _Context(union.label), progress)
+    return w.result
+
+
+#: hiding flags a layer leaves at a path for the layers below it
+_SUBTREE = 1  # a whiteout or a non-directory: the path and everything under it
+_CHILDREN = 2  # an opaque marker: everything under the path
+_NODE = 4  # a directory: the lower version of the path itself (a directory's children stay)
+_NONDIR = 8  # an implicit directory: a lower non-directory at the path
+_HIDE_NONDIR = _SUBTREE | _NODE | _NONDIR
+
+_IMPLICIT = "implicit"  # a directory a layer's members imply without spelling it out
+
+
+class _Bail(Exception):
+    """Something the streaming pass leaves to the index (see the module docstring)."""
+
+
+class _Stream:
+    """The single top-down pass: each layer streamed once, newest first, written as it is read.
+
+    ``hides`` holds the flags of every layer above the one streaming; a member is visible when no
+    flag above hides it (semantics in :mod:`layerkit.union.tree`, restated as what each layer hides
+    below itself: whiteouts apply to lower layers only, so a layer's own flags take effect once it
+    is done). Each layer keeps the types of its members (``kinds``) to apply the in-layer rules.
+    """
+
+    def __init__(self, layers: list[Any], limits: Limits, w: _Writer, progress: Progress | None) -> None:
+        self.layers = layers
+        self.limits = limits
+        self.w = w
+        self.root = w.root
+        self.progress = progress
+        self.hides: dict[str, int] = {}
+        self.made: dict[str, int] = {".": len(layers) - 1}  # directories on disk -> the layer that made them
+        self.dir_meta: dict[str, tuple[Entry, int]] = {}  # the metadata each visible directory shows
+        self.others: list[tuple[str, Entry, int]] = []  # symlinks, devices, fifos made: metadata last
+
+    def label(self, i: int) -> str:
+        return layer_label(self.layers[i], i)
+
+    def run(self) -> Callable[[], None]:
+        """Stream every layer; returns the metadata pass (whose errors the index-first way shares)."""
+        n = len(self.layers)
+        written = 0
+        for done, i in enumerate(reversed(range(n))):
+            written = self._layer(i, written)
+            if self.progress is not None:
+                self.progress("index", done + 1, n)
+        return self._finish
+
+    def _layer(self, i: int, written: int) -> int:
+        layer = self.layers[i]
+        hides, made, w, root = self.hides, self.made, self.w, self.root
+        kinds: dict[str, Any] = {}  # path -> EntryType, or _IMPLICIT
+        content: dict[str, str] = {}  # FILE/HARDLINK member -> the FILE member holding its bytes
+        on_disk: set[str] = set()  # FILE members written at their own path
+        pending: dict[str, int] = {}  # the flags this layer leaves for the layers below
+        kid_ok: dict[str, bool] = {}  # directory -> may its children from this layer show?
+
+        def kids_visible(d: str) -> bool:
+            """No flag above hides ``d``'s subtree (memoized per directory, iteratively: trees nest deeply)."""
+            ok = kid_ok.get(d)
+            if ok is not None:
+                return ok
+            chain = []
+            while ok is None:
+                chain.append(d)
+                if d == ".":
+                    ok = True
+                    break
+                d = parent(d)
+                ok = kid_ok.get(d)
+            for q in reversed(chain):
+                ok = ok and not hides.get(q, 0) & (_CHILDREN if q == "." else _SUBTREE | _CHILDREN)
+                kid_ok[q] = ok
+            return ok
+
+        def implied(path: str) -> None:
+            """Record the missing ancestors of ``path`` as this layer's implicit directories."""
+            missing = []
+            d = parent(path)
+            while d != "." and d not in kinds:
+                missing.append(d)
+                d = parent(d)
+            if kinds.get(d, EntryType.DIR) not in (EntryType.DIR, _IMPLICIT):
+                raise _Bail  # a parent this layer made a non-directory: the index refuses it
+            for q in reversed(missing):
+                kinds[q] = _IMPLICIT
+                pending[q] = pending.get(q, 0) | _NONDIR
+                if q not in made and kids_visible(parent(q)) and not hides.get(q, 0) & _SUBTREE:
+                    root.mkdir(q, 0o700)
+                    made[q] = i
+
+        stream = layer.open_tar()
+        try:
+            entries = iter_entries(stream, layer=self.label(i), limits=self.limits,
+                                   compressed_size=compressed_size(layer))
+            for seq, (entry, data) in enumerate(entries):
+                path = entry.path
+                if WHITEOUT_PREFIX in path:
+                    d, _, name = path.rpartition("/")
+                    if WHITEOUT_PREFIX in d and any(c.startswith(WHITEOUT_PREFIX) for c in d.split("/")):
+                        raise _Bail
+                    if name.startswith(WHITEOUT_PREFIX):
+                        if is_opaque(path):
+                            d = d or "."
+                            pending[d] = pending.get(d, 0) | _CHILDREN
+                        elif not is_whiteout_meta(path):
+                            target = whiteout_target(path)  # InvalidWhiteoutError: the index reports it
+                            pending[target] = pending.get(target, 0) | _SUBTREE
+                        continue
+                t = entry.type
+                if path == ".":
+                    if t is not EntryType.DIR:
+                        raise _Bail
+                    kinds["."] = t
+                    pending["."] = pending.get(".", 0) | _NODE
+                    if not hides.get(".", 0) & _NODE:
+                        self.dir_meta["."] = (entry, i)
+                    continue
+                d = parent(path)
+                pk = kinds.get(d)
+                if pk is not EntryType.DIR and pk is not _IMPLICIT and d != ".":
+                    implied(path)
+                prev = kinds.get(path)
+                if prev is not None and not (t is EntryType.DIR and (prev is EntryType.DIR or prev is _IMPLICIT)):
+                    raise _Bail  # a path repeated in one layer with another type: the index orders it
+                f = hides.get(path, 0)
+                visible = kids_visible(d) and not f & _SUBTREE
+                if t is EntryType.DIR:
+                    kinds[path] = t
+                    pending[path] = pending.get(path, 0) | _NODE
+                    if visible:
+                        if path not in made:
+                            root.mkdir(path, 0o700)
+                            made[path] = i
+                        if not f & _NODE:
+                            self.dir_meta[path] = (entry, i)
+                    continue
+                kinds[path] = t
+                pending[path] = pending.get(path, 0) | _SUBTREE
+                visible = visible and not f & _HIDE_NONDIR
+                if t is EntryType.FILE:
+                    content[path] = path
+                    if visible:
+                        w.key = (2, -i, seq)
+                        w.write_file(path, entry, data, i)  # type: ignore[arg-type]
+                        on_disk.add(path)
+                        written += entry.size
+                        if self.progress is not None:
+                            self.progress("write", written, written)
+                elif t is EntryType.HARDLINK:
+                    c = content.get(entry.linkname)
+                    if c is None or entry.linkname == path:
+                        raise _Bail  # a lower layer's file, a non-file or itself: the index decides
+                    content[path] = c
+                    if visible:
+                        if c not in on_disk:
+                            raise _Bail  # its original is hidden: the index picks the path for the bytes
+                        root.link(path, c)
+                        w.result.hardlinks += 1
+                elif visible:
+                    w.key = (1, _walk_key(path))
+                    if w.make(path, entry, i):
+                        self.others.append((path, entry, i))
+        finally:
+            stream.close()
+        for path, flags in pending.items():
+            hides[path] = hides.get(path, 0) | flags
+        return written
+
+    def _finish(self) -> None:
+        """Metadata of symlinks, devices and fifos, then of directories deepest first."""
+        w = self.w
+        ctx = _Context(self.label)
+        w.sort_report()
+        w.key = (9,)
+        for path, entry, i in sorted(self.others, key=lambda o: _walk_key(o[0])):
+            _guard(ctx, path, i, partial(w.meta, path, entry, i))
+        for path in sorted(self.made, key=_walk_key, reverse=True):
+            entry, i = self.dir_meta.get(path) or (implicit_dir(path), self.made[path])
+            _guard(ctx, path, i, partial(w.meta, path, entry, i))
+        w.result.dirs = len(self.made)
+
+
+def _walk_key(path: str) -> tuple[str, ...]:
+    """The index's walk order (depth first, children sorted by name) as a sort key."""
+    return () if path == "." else tuple(path.split("/"))
 
 
 def _write_union(union: Union, w: _Writer, ctx: _Context, progress: Progress | None) -> None:

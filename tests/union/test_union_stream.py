@@ -1,0 +1,153 @@
+"""``unpack`` streams each layer once, newest first; the tree and the report are exactly those of the
+index-first unpack (``unpack(Union(layers))``), and whatever the single pass cannot decide alone steps
+back to the index-first way."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostile import CASES, Case, TarLayer, d, dev, f, fifo, hl, opq, sym, tar, wh
+
+from layerkit.union import Union
+from layerkit.union.unpack import unpack
+
+
+class Counting(TarLayer):
+    """A layer that records every read of itself in a shared list."""
+
+    def __init__(self, data: bytes, ident: str, opened: list[int]) -> None:
+        super().__init__(data, ident)
+        self.opened = opened
+
+    def open_tar(self) -> Any:
+        self.opened.append(int(self.id[1:]))
+        return super().open_tar()
+
+
+def _layers(blobs: list[bytes], opened: list[int] | None = None) -> list[TarLayer]:
+    sink: list[int] = [] if opened is None else opened
+    return [Counting(b, f"L{i}", sink) for i, b in enumerate(blobs)]
+
+
+def _tree(root: Path) -> dict[str, Any]:
+    """Every path with its type, mode, owner, size, mtime, link target, content hash and xattrs;
+    plus which paths share an inode."""
+    out: dict[str, Any] = {}
+    inodes: dict[int, list[str]] = {}
+    todo = [root]  # iteratively: the corpus nests deeper than the recursion limit
+    while todo:
+        p = todo.pop()
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        if stat.S_ISDIR(st.st_mode):
+            todo.extend(Path(e.path) for e in os.scandir(p))
+        data = ""
+        if stat.S_ISREG(st.st_mode):
+            data = hashlib.sha256(p.read_bytes()).hexdigest()
+            inodes.setdefault(st.st_ino, []).append(rel)
+        link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
+        xattrs = {} if stat.S_ISLNK(st.st_mode) else {k: os.getxattr(p, k) for k in os.listxattr(p)}
+        out[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, link, data, xattrs)
+    out["<links>"] = sorted(sorted(g) for g in inodes.values() if len(g) > 1)
+    return out
+
+
+@pytest.fixture
+def shm() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="lk-union-stream-", dir="/dev/shm"))
+    yield base
+    subprocess.run(["rm", "-rf", str(base)], check=True)  # trees nest beyond shutil's recursion
+
+
+def _both(blobs: list[bytes], shm: Path, **kw: Any) -> tuple[Any, Any]:
+    """(streamed, index-first) outcomes: (result, tree) or (error type, message)."""
+    outcomes = []
+    for name in ("stream", "index"):
+        target = shm / name
+        try:
+            if name == "index":
+                target.mkdir(parents=True)  # what unpack does before it indexes
+                result = unpack(Union(_layers(blobs)), target, **kw)
+            else:
+                result = unpack(_layers(blobs), target, **kw)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            outcomes.append((type(exc), str(exc), sorted(os.listdir(target)) if target.exists() else None))
+        else:
+            outcomes.append((result, _tree(target)))
+    return outcomes[0], outcomes[1]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_corpus_same_as_index_first(case: Case, shm: Path) -> None:
+    streamed, indexed = _both(case.layers, shm)
+    assert streamed == indexed
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.error], ids=[c.name for c in CASES if not c.error])
+def test_hostile_corpus_rootless_report_same_as_index_first(case: Case, shm: Path) -> None:
+    streamed, indexed = _both(case.layers, shm, rootless=True, no_privileged_bits=True)
+    assert streamed == indexed
+
+
+#: stacks the single pass decides alone (each layer read once), with what they exercise
+SINGLE_PASS = {
+    "links-in-layer": [tar(d("bin"), f("bin/busybox", "bb", mode=0o4755), hl("bin/sh", "bin/busybox"),
+                           hl("bin/ls", "bin/sh"))],
+    "link-to-a-file-hidden-with-its-link": [tar(f("a", "1"), hl("b", "a")), tar(wh("a"), wh("b"))],
+    "implicit-dirs-stay-when-child-deleted": [tar(f("x/y/z", "1")), tar(wh("x/y/z"))],
+    "implicit-over-lower-file": [tar(f("p", "file"), d("q", 0o700)), tar(f("p/x", "1"), f("q/y", "2"))],
+    "file-between-dirs": [tar(d("p", 0o700), f("p/a", "a")), tar(f("p", "f")), tar(f("p/x", "1"))],
+    "dir-metadata-from-the-top": [tar(d("p", 0o700, mtime=5), f("p/a", "a")), tar(d("p", 0o750, mtime=7))],
+    "dir-repeated-in-layer": [tar(d("p", 0o700), f("p/a", "a"), d("p", 0o711))],
+    "explicit-after-implicit": [tar(f("p/a", "a"), d("p", 0o701))],
+    "opaque-keeps-metadata": [tar(d("p", 0o700), f("p/a", "a"), d("p/s"), f("p/s/t", "t")),
+                              tar(opq("p"), f("p/b", "b"))],
+    "whiteout-then-recreate": [tar(d("p"), f("p/a", "a")), tar(wh("p"), f("p/b", "b"))],
+    "root-metadata": [tar(d(".", 0o711), f("a", "a")), tar(d(".", 0o755, mtime=9))],
+    "symlinks-devices-fifos": [tar(sym("l", "/etc"), dev("n"), fifo("p")), tar(wh("l"), sym("m", "x"))],
+    "xattrs-and-refusals": [tar(d("x", pax={"SCHILY.xattr.user.d": "1", "SCHILY.xattr.trusted.overlay.opaque": "y"}),
+                                f("x/f", "f", pax={"SCHILY.xattr.user.note": "hi", "SCHILY.xattr.trusted.x": "t"}),
+                                sym("x/l", "f", pax={"SCHILY.xattr.user.l": "1"}))],
+    "setuid-report-order": [tar(f("b/su", "s", mode=0o4755), f("a/wall", "w", mode=0o2755)),
+                            tar(f("c/sg", "g", mode=0o6755), f("a/x", "x"))],
+}
+
+#: stacks the single pass leaves to the index (each needs the layers below first)
+STEP_BACK = {
+    "link-to-lower-layer": [tar(f("orig", "payload")), tar(hl("l1", "orig"))],
+    "link-to-hidden-original": [tar(f("orig", "p"), hl("l1", "orig"), hl("l2", "orig")), tar(wh("orig"))],
+    "file-repeated-in-layer": [tar(f("a", "1"), f("a", "2"))],
+    "type-change-in-layer": [tar(f("a/b", "1"), f("a", "2"))],
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE_PASS))
+def test_single_pass_reads_each_layer_once(name: str, shm: Path) -> None:
+    blobs = SINGLE_PASS[name]
+    opened: list[int] = []
+    unpack(_layers(blobs, opened), shm / "once")
+    assert opened == list(reversed(range(len(blobs))))
+    for rootless in (False, True):
+        streamed, indexed = _both(blobs, shm / str(rootless), rootless=rootless, no_privileged_bits=rootless)
+        assert streamed == indexed
+
+
+@pytest.mark.parametrize("name", list(STEP_BACK))
+def test_what_one_pass_cannot_decide_steps_back(name: str, shm: Path) -> None:
+    blobs = STEP_BACK[name]
+    opened: list[int] = []
+    unpack(_layers(blobs, opened), shm / "back")
+    n = len(blobs)
+    assert opened[0] == n - 1, "the single pass starts at the newest layer"
+    runs = [opened[k : k + n] for k in range(1, len(opened))]
+    assert list(range(n)) in runs, "then the index reads every layer, oldest first"
+    streamed, indexed = _both(blobs, shm)
+    assert streamed == indexed
