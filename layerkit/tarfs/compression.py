@@ -2,9 +2,22 @@
 
 Why these choices (measured, see DEPENDENCIES.md §5 and the writer benchmark in the tarfs report):
 
-- gzip goes through python-isal when importable (4x zlib's speed at level 1-2 for about zlib-L1's
-  ratio; 900 MB/s inflate) and falls back to stdlib ``zlib``. Levels 0-3 use isal; 4-9 use zlib (isal
-  has no such levels), so asking for ``level=6`` buys zlib's ratio knowingly.
+- gzip levels 0-3 go through python-isal when importable (4x zlib's speed at level 1-2 for about
+  zlib-L1's ratio; 900 MB/s inflate) as one deflate stream. Levels 4-9 (isal has none), and every
+  level without isal, are written pigz-style: the input is cut into fixed ``GZIP_BLOCK`` blocks, each
+  deflated on its own (primed with the previous block's last 32 KiB as dictionary, so the ratio stays
+  within 0.1% of one stream) and sync-flushed, and the blocks are concatenated in order and closed
+  with an empty final block. Since the cut points depend on the byte count only, the bytes are the
+  same for any number of worker threads (and any pattern of ``write`` sizes), and the blocks can be
+  compressed on every core. The deflater is ``zlib-ng`` when importable (2-3x stdlib zlib at level 6
+  for the same ratio), else stdlib ``zlib``. Different deflate libraries give different (equally
+  valid) bytes, so a layer digest depends on the codec library, as with every tool; ``gzip_backend``
+  names the one in use. zlib-ng's output even depends on how input and output buffers are handed to
+  deflate, so each block is exactly one ``compressobj().compress()`` call: the bytes are those of the
+  installed zlib-ng (library and binding), never of the thread count. (``zlib_ng.gzip_ng_threaded``
+  is not used: its bytes do not depend on its thread count either, but it cuts blocks wherever its
+  buffered writer flushes, i.e. by the caller's write sizes, drives deflate differently from
+  ``compressobj`` and swaps the XFL and OS header bytes.)
 - We frame gzip ourselves: header mtime 0, no file name, XFL 0, OS 255 ("unknown", as Go's
   ``compress/gzip`` writes) — the same bytes on every host and every run.
 - zstd uses ``zstandard`` with a content checksum (as the zstd CLI writes), so corruption is
@@ -17,9 +30,11 @@ Why these choices (measured, see DEPENDENCIES.md §5 and the writer benchmark in
 
 from __future__ import annotations
 
+import collections
 import io
 import struct
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable
 
 from ..errors import TarFormatError
@@ -34,21 +49,30 @@ except ImportError:  # pragma: no cover
     _isal_zlib = None
 
 try:  # pragma: no cover
+    from zlib_ng import zlib_ng as _zlib_ng
+except ImportError:  # pragma: no cover
+    _zlib_ng = None
+
+try:  # pragma: no cover
     import zstandard as _zstd
 except ImportError:  # pragma: no cover
     _zstd = None
 
 __all__ = [
     "DEFAULT_LEVEL",
+    "GZIP_BLOCK",
     "HAVE_ISAL",
+    "HAVE_ZLIB_NG",
     "HAVE_ZSTD",
     "GZIP_HEADER",
     "open_decompressed",
     "open_compressor",
     "gzip_backend",
+    "gzip_blocked",
 ]
 
 HAVE_ISAL = _isal_zlib is not None
+HAVE_ZLIB_NG = _zlib_ng is not None
 HAVE_ZSTD = _zstd is not None
 
 #: Default levels, picked by measurement on a 2-core box (MB/s of tar through the whole layer
@@ -62,10 +86,25 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 _ISAL_MAX_LEVEL = 3
 
+#: Uncompressed bytes per independently deflated gzip block (levels 4-9). Part of the output format:
+#: changing it changes every such digest. 1 MiB is the layer writer's buffer, so a tar buffer is one
+#: block; at 128 KiB (pigz's default) the per-block overhead costs 0.1% of ratio and more hand-offs.
+GZIP_BLOCK = 1 << 20
+_WINDOW = 32768  # deflate's window: the dictionary a block is primed with
+
+_deflate: Any = _zlib_ng if _zlib_ng is not None else zlib
+
 
 def gzip_backend(level: int) -> str:
-    """Which deflate implementation a gzip level uses here: ``"isal"`` or ``"zlib"``."""
-    return "isal" if HAVE_ISAL and 0 <= level <= _ISAL_MAX_LEVEL else "zlib"
+    """Which deflate implementation a gzip level uses here: ``"isal"``, ``"zlib-ng"`` or ``"zlib"``."""
+    if HAVE_ISAL and 0 <= level <= _ISAL_MAX_LEVEL:
+        return "isal"
+    return "zlib-ng" if HAVE_ZLIB_NG else "zlib"
+
+
+def gzip_blocked(level: int) -> bool:
+    """Whether gzip at ``level`` is written as fixed blocks, i.e. the same bytes for any ``threads``."""
+    return gzip_backend(level) != "isal"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,19 +296,13 @@ class _PlainWriter:
 
 
 class _GzipWriter:
-    """One deflate stream framed as gzip by hand, so every header byte is ours and fixed."""
+    """One isal deflate stream framed as gzip by hand, so every header byte is ours and fixed."""
 
     def __init__(self, sink: BinaryIO, level: int) -> None:
+        assert _isal_zlib is not None
         self._sink = sink
-        if gzip_backend(level) == "isal":
-            assert _isal_zlib is not None
-            self._co = _isal_zlib.compressobj(level, _isal_zlib.DEFLATED, -15)
-            self._crc32 = _isal_zlib.crc32
-        else:
-            if not 0 <= level <= 9:
-                raise ValueError(f"gzip level must be 0-9, got {level}")
-            self._co = zlib.compressobj(level, zlib.DEFLATED, -15)
-            self._crc32 = zlib.crc32
+        self._co = _isal_zlib.compressobj(level, _isal_zlib.DEFLATED, -15)
+        self._crc32 = _isal_zlib.crc32
         self._crc = 0
         self._size = 0
         self._closed = False
@@ -292,6 +325,91 @@ class _GzipWriter:
             return
         self._closed = True
         self._sink.write(self._co.flush() + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+
+
+def _deflate_block(level: int, block: bytes, zdict: bytes) -> bytes:
+    """One block as raw deflate ending on a byte boundary (sync flush), primed with ``zdict``."""
+    co = _deflate.compressobj(level, _deflate.DEFLATED, -15, zdict=zdict) if zdict else \
+        _deflate.compressobj(level, _deflate.DEFLATED, -15)
+    return co.compress(block) + co.flush(_deflate.Z_SYNC_FLUSH)  # type: ignore[no-any-return]
+
+
+class _BlockGzipWriter:
+    """gzip as fixed-size, dictionary-primed, sync-flushed deflate blocks (see the module docstring).
+
+    With ``threads > 1`` blocks are deflated on a pool (zlib and zlib-ng release the GIL) and
+    written in order; at most ``2 * threads`` blocks are in flight, so memory stays bounded. The CRC
+    runs over the input as it arrives (2 GB/s: not worth splitting and combining).
+    """
+
+    def __init__(self, sink: BinaryIO, level: int, threads: int) -> None:
+        if not 0 <= level <= 9:
+            raise ValueError(f"gzip level must be 0-9, got {level}")
+        self._sink = sink
+        self._level = level
+        self._pending = bytearray()
+        self._zdict = b""
+        self._crc = 0
+        self._size = 0
+        self._closed = False
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="layerkit-gzip") if threads > 1 else None
+        self._max_inflight = 2 * threads
+        self._inflight: collections.deque[Future[bytes]] = collections.deque()
+        sink.write(GZIP_HEADER)
+
+    def write(self, data: Any) -> int:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self._crc = _deflate.crc32(data, self._crc)
+        self._size += n
+        pending = self._pending
+        if not pending and n == GZIP_BLOCK:  # the layer writer's case: one tar buffer, one block
+            self._submit(bytes(data))
+            return n
+        mv = memoryview(data).cast("B")
+        while mv:
+            k = min(GZIP_BLOCK - len(pending), len(mv))
+            pending += mv[:k]
+            mv = mv[k:]
+            if len(pending) == GZIP_BLOCK:
+                self._submit(bytes(pending))
+                pending.clear()
+        return n
+
+    def _submit(self, block: bytes) -> None:
+        zdict, self._zdict = self._zdict, block[-_WINDOW:]
+        if self._pool is None:
+            self._sink.write(_deflate_block(self._level, block, zdict))
+            return
+        self._inflight.append(self._pool.submit(_deflate_block, self._level, block, zdict))
+        inflight = self._inflight
+        while inflight and (len(inflight) > self._max_inflight or inflight[0].done()):
+            self._sink.write(inflight.popleft().result())
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pending:
+                self._submit(bytes(self._pending))
+                self._pending.clear()
+            while self._inflight:
+                self._sink.write(self._inflight.popleft().result())
+            # an empty final block ends the deflate stream (what pigz and gzip_ng_threaded write)
+            final = _deflate.compressobj(self._level, _deflate.DEFLATED, -15).flush()
+            self._sink.write(final + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop the workers without finishing the stream (after an error elsewhere)."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._inflight.clear()
 
 
 class _ZstdWriter:
@@ -362,16 +480,20 @@ def open_compressor(
     """A writer (``write``/``close``) compressing into ``sink``; ``close`` finishes the stream but
     never closes ``sink``.
 
-    gzip: levels 0-3 on isal, 4-9 on zlib; ``threads > 1`` with isal uses ``igzip_threaded``, whose
+    gzip: levels 0-3 on isal as one stream; ``threads > 1`` there uses ``igzip_threaded``, whose
     bytes differ from the single-stream output (the layer writer therefore does not use it: its
-    digests must not depend on the core count). zstd: ``threads`` is passed to libzstd (0 = single
-    threaded mode; any N >= 1 gives identical bytes).
+    digests must not depend on the core count). Levels 4-9 (or any level without isal): fixed
+    blocks on zlib-ng (else zlib) deflated by ``threads`` workers, the same bytes for any ``threads``
+    (:func:`gzip_blocked`). zstd: ``threads`` is passed to libzstd (0 = single threaded mode; any
+    N >= 1 gives identical bytes).
     """
     if compression is Compression.NONE:
         return _PlainWriter(sink)  # type: ignore[return-value]
     lvl = DEFAULT_LEVEL[compression] if level is None else level
     if compression is Compression.GZIP:
-        if threads > 1 and gzip_backend(lvl) == "isal":
+        if gzip_blocked(lvl):
+            return _BlockGzipWriter(sink, lvl, threads)  # type: ignore[return-value]
+        if threads > 1:
             return _ThreadedIsalWriter(sink, lvl, threads)  # type: ignore[return-value]
         return _GzipWriter(sink, lvl)  # type: ignore[return-value]
     if compression is Compression.ZSTD:

@@ -10,7 +10,8 @@ quadratic buffer, host uname lookups). Output rules, so the same entries give th
 - numeric ownership only (uname/gname empty), no atime/ctime, directories end in ``/``;
 - mtimes clamped to ``source_date_epoch`` when given (a clamped time is whole seconds);
 - end of archive is two zero blocks, no padding to a 10 KiB record;
-- gzip framing and zstd mode fixed (see compression.py), so digests do not depend on core count.
+- gzip framing and zstd mode fixed, gzip levels 4-9 in fixed blocks (see compression.py), so
+  digests do not depend on core count.
 
 Pipeline: the calling thread walks, encodes headers and reads files into 1 MiB buffers from a small
 pool; a worker thread compresses, hashes the blob (digest) and writes the sink. The tar hash
@@ -18,6 +19,9 @@ pool; a worker thread compresses, hashes the blob (digest) and writes the sink. 
 balances the two sides: measured CPU per MB of tar on a 307 MB / 11k-entry tree (2 cores, busy box):
 gzip (isal L2) caller 2.4 + worker 3.3 ms/MB (hash in the worker instead: 1.7 + 3.9); uncompressed
 caller 1.6 + worker 1.8 (hash in the caller instead: 2.5 + 1.4). Inline (threads=1) costs the sum.
+Codecs that can use more cores without changing the bytes get them: zstd ``threads - 1`` libzstd
+workers, gzip levels 4-9 ``threads`` block deflaters (deflate at level 6 costs ~5x the tar side, so
+the caller's core is better shared with them than left to the tar thread alone).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, BinaryIO, Iterable
 from ..digest import Digest
 from ..errors import LayerError
 from ..mediatypes import Compression, layer_media_type
-from .compression import DEFAULT_LEVEL, open_compressor
+from .compression import DEFAULT_LEVEL, gzip_blocked, open_compressor
 from .entry import Entry, EntryType
 from .paths import clean_member
 from .whiteout import opaque_path, whiteout_path
@@ -129,12 +133,12 @@ def _is_utf8(b: bytes) -> bool:
 class _Stage:
     """The part after tar encoding: diff_id hash, compressor, blob hash, sink."""
 
-    def __init__(self, sink: BinaryIO, compression: Compression, level: int | None, zstd_threads: int) -> None:
+    def __init__(self, sink: BinaryIO, compression: Compression, level: int | None, codec_threads: int) -> None:
         self._tar_hash = hashlib.sha256()
         self.tar_size = 0
         self._blob = _HashingSink(sink)
         self._plain = compression is Compression.NONE
-        self._comp = open_compressor(self._blob, compression, level=level, threads=zstd_threads)
+        self._comp = open_compressor(self._blob, compression, level=level, threads=codec_threads)
 
     def hash_tar(self, data: memoryview) -> None:
         self._tar_hash.update(data)
@@ -151,6 +155,12 @@ class _Stage:
         self._comp.close()
         diff_id = Digest("sha256:" + self._tar_hash.hexdigest())
         return Digest("sha256:" + self._blob.h.hexdigest()), diff_id, self._blob.size
+
+    def abort(self) -> None:
+        """Release the codec's worker threads, if it has any, without finishing the stream."""
+        abort = getattr(self._comp, "abort", None)
+        if abort is not None:
+            abort()
 
 
 class _HashingSink:
@@ -204,8 +214,7 @@ class LayerWriter:
             # with a codec the worker is the busier side, so the tar hash stays with the caller;
             # uncompressed, the caller (walk + headers + reads) is the busier side
             self._hash_tar_in_caller = self.compression is not Compression.NONE
-        zstd_threads = max(1, threads - 1) if self.compression is Compression.ZSTD else 0
-        self._stage = _Stage(sink, self.compression, self.level, zstd_threads)
+        self._stage = _Stage(sink, self.compression, self.level, self._codec_threads(threads))
         self._clamp_ns = None if source_date_epoch is None else int(source_date_epoch) * _NS
         self._docker = docker_media_type
         self._buf = bytearray(_BUF)
@@ -221,6 +230,14 @@ class LayerWriter:
                 self._free.put(bytearray(_BUF))
             self._worker = threading.Thread(target=self._run, name="layerkit-layer-writer", daemon=True)
             self._worker.start()
+
+    def _codec_threads(self, threads: int) -> int:
+        """Codec workers for ``threads``, only where the codec's bytes do not depend on the count."""
+        if self.compression is Compression.ZSTD:
+            return max(1, threads - 1)  # libzstd: any N >= 1 gives the same frames (0 would not)
+        if self.compression is Compression.GZIP and gzip_blocked(self.level):
+            return threads
+        return 0  # isal's single stream: igzip_threaded would change the bytes
 
     # -- pipeline ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -446,6 +463,7 @@ class LayerWriter:
                 self._work.put(None)
                 self._worker.join()
         if self._error is not None:
+            self._stage.abort()
             raise self._error
         digest, diff_id, size = self._stage.finish()
         self._result = LayerResult(
@@ -467,6 +485,7 @@ class LayerWriter:
             self._error = self._error or LayerError("aborted")
             self._work.put(None)
             self._worker.join()
+        self._stage.abort()
 
     def __enter__(self) -> "LayerWriter":
         return self

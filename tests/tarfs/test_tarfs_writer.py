@@ -7,10 +7,12 @@ import gzip
 import hashlib
 import io
 import os
+import random
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from typing import Iterator
 
 import pytest
@@ -22,6 +24,7 @@ from layerkit.tarfs.reader import iter_layer
 from layerkit.tarfs.writer import LayerWriter, layer_order_key, sorted_entries
 
 GNU_TAR = shutil.which("tar")
+GZIP_CLI = shutil.which("gzip")
 CAP = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # cap_net_raw+ep
 T0 = 1_700_000_000_000_000_000
 
@@ -154,6 +157,81 @@ def test_determinism_and_source_date_epoch() -> None:
 @pytest.mark.parametrize("comp", list(Compression))
 def test_bytes_do_not_depend_on_threads(comp: Compression) -> None:
     assert len({write(sample(), comp, threads=t)[0] for t in (1, 2, 3)}) == 1
+
+
+def multi_block_entries() -> list[tuple[Entry, bytes | None]]:
+    """About 3 MB of tar: several gzip blocks, compressible text and an incompressible file."""
+    rng = random.Random(5)
+    words = [bytes(rng.choices(b"abcdefghij_/.", k=rng.randint(2, 8))) for _ in range(2000)]
+    text = b" ".join(rng.choices(words, k=500_000))
+    out: list[tuple[Entry, bytes | None]] = [(Entry("src", EntryType.DIR, 0o755, mtime_ns=T0), None)]
+    for i in range(3):
+        part = text[i * 900_000 : (i + 1) * 900_000 + i]
+        out.append((Entry(f"src/f{i}.txt", EntryType.FILE, 0o644, size=len(part), mtime_ns=T0), part))
+    noise = rng.randbytes(400_000)
+    out.append((Entry("src/noise.bin", EntryType.FILE, 0o644, size=len(noise), mtime_ns=T0), noise))
+    return out
+
+
+class ForwardOnly(io.RawIOBase):
+    """Content that can be read once, front to back, and counts what was read: no seek, no re-read."""
+
+    def __init__(self, data: bytes) -> None:
+        self._b = io.BytesIO(data)
+        self.served = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        n = self._b.readinto(b)
+        self.served += n
+        return n
+
+
+class WriteOnlySink:
+    """A sink with nothing but ``write`` (no seek, tell or read): the digest cannot be a second pass."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, b: bytes) -> int:
+        self.data += b
+        return len(b)
+
+
+@pytest.mark.parametrize("level", [6, 9])
+def test_gzip_high_levels_same_bytes_for_any_threads_in_one_pass(level: int) -> None:
+    entries = multi_block_entries()
+    blobs = set()
+    for threads in (1, 2, 4):
+        sink = WriteOnlySink()
+        contents = [ForwardOnly(d) if d is not None else None for _, d in entries]
+        w = LayerWriter(sink, Compression.GZIP, level=level, threads=threads)  # type: ignore[arg-type]
+        for (e, _), c in zip(entries, contents):
+            w.add(e, c)  # type: ignore[arg-type]
+        res = w.close()
+        assert [c.served for c in contents if c] == [e.size for e, d in entries if d is not None]
+        blob = bytes(sink.data)
+        assert res.digest == "sha256:" + hashlib.sha256(blob).hexdigest() and res.size == len(blob)
+        blobs.add(blob)
+    assert len(blobs) == 1
+    blob = blobs.pop()
+    tar = gzip.decompress(blob)
+    assert res.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert res.uncompressed_size == len(tar) > 2 << 20
+    assert read(blob) == entries
+    if GZIP_CLI is not None:  # the reference decoder, when installed
+        assert subprocess.run([GZIP_CLI, "-dc"], input=blob, capture_output=True, check=True).stdout == tar
+
+
+def test_aborting_a_high_level_gzip_writer_frees_its_workers() -> None:
+    w = LayerWriter(io.BytesIO(), Compression.GZIP, level=6, threads=2)
+    e, data = multi_block_entries()[1]
+    w.add(e, io.BytesIO(data))
+    w.add(Entry("again", EntryType.FILE, size=len(data) * 2), io.BytesIO(data * 2))
+    w.abort()
+    assert not [t for t in threading.enumerate() if t.name.startswith("layerkit-gzip")]
 
 
 def test_whole_second_mtimes_need_no_pax_header() -> None:
