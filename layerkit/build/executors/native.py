@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BuildError
+from ...spec import chain_ids
 from ..executor import Mount, Output, RunOutcome, RunRequest, WriteLayer
 from . import sandbox
 from .cache_mounts import hold_cache_mounts
@@ -58,6 +59,9 @@ __all__ = ["SANDBOX_SCRIPT", "TAIL_BYTES", "NativeExecutor", "OutputTail", "crea
 #: bytes of the step's output kept for error messages
 TAIL_BYTES = 8192
 _probe_result: dict[bool, str | None] = {}
+#: a ``write_layer`` that does not say how it clamps mtimes (``source_date_epoch``, as the builder's
+#: LayerFactory does): its layer's snapshot cannot be predicted, so it is unpacked when needed
+_UNKNOWN = object()
 
 
 def _unprivileged() -> bool:
@@ -185,7 +189,14 @@ def run_on_overlay(request: RunRequest, write_layer: WriteLayer, output: Output,
                                          _new_dirs(request.workdir, view))
         if not len(changes):
             return RunOutcome(exit_code=0, output_tail=tail)
-        layer = write_layer(changes.write)
+        epoch = getattr(write_layer, "source_date_epoch", _UNKNOWN)
+        if fuse_program or snaps.userxattr or epoch is _UNKNOWN:
+            layer = write_layer(changes.write)
+        else:  # the upper dir becomes the new layer's snapshot: the next step needs no unpacking
+            written = changes.entries()
+            layer = write_layer(lambda writer: changes.write(writer, written))
+            chain = chain_ids([*(lay.diff_id for lay in request.image.layers), layer.diff_id])[-1]
+            snaps.adopt(upper, chain, written, None if epoch is None else int(epoch) * 1_000_000_000)
         return RunOutcome(exit_code=0, output_tail=tail, layer=layer)
     finally:
         shutil.rmtree(work, ignore_errors=True)

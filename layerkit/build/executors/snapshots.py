@@ -36,16 +36,18 @@ from ...spec import chain_ids
 from ...tarfs.entry import EntryType
 from ...tarfs.limits import Limits
 from ...tarfs.reader import iter_entries
+from ...tarfs.tree import DEFAULT_XATTR_FILTER
 from ...union.safefs import SafeRoot
 from ...union.unpack import unpack
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from ...image import Image, Layer
     from ...store import LocalStore
+    from ...tarfs.entry import Entry
 
-__all__ = ["OPAQUE_XATTR", "USER_OPAQUE_XATTR", "Snapshots", "extract_overlay_layer"]
+__all__ = ["OPAQUE_XATTR", "USER_OPAQUE_XATTR", "Snapshots", "extract_overlay_layer", "match_layer"]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 USER_OPAQUE_XATTR = "user.overlay.opaque"  # what overlayfs mounted with ``userxattr`` (rootless) writes
@@ -115,6 +117,51 @@ def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str =
             root.chown(path if path != "." else "", uid, gid)
             root.chmod(path if path != "." else "", mode)
             root.utimens(path if path != "." else "", mtime_ns, mtime_ns)
+
+
+def _snapshot_xattr(name: str, is_dir: bool) -> bool:
+    """Whether an xattr of an upper dir belongs in a snapshot: what a layer carries, plus the
+    opaque marker of a directory (overlayfs' other bookkeeping — origin, impure — never does)."""
+    return DEFAULT_XATTR_FILTER(name) or (is_dir and name == OPAQUE_XATTR)
+
+
+def match_layer(upper: str, written: Iterable[tuple[Entry, str]], clamp_ns: int | None) -> None:
+    """Bring the (unmounted) upper dir ``upper`` to what :func:`extract_overlay_layer` makes of
+    the layer written from it: no sockets (a tar holds none), no xattrs the layer dropped, and
+    each written entry with the times the layer gave it (mtime clamped to ``clamp_ns``; atime =
+    mtime, as unpacking sets them)."""
+    root_mode = 0o755  # a snapshot's root, as _atomic makes it; a layer never writes "./" from an upper dir
+    os.chmod(upper, root_mode)
+    restore: list[tuple[str, int, int]] = []
+    stack = [upper]
+    while stack:
+        top = stack.pop()
+        with os.scandir(top) as it:
+            children = list(it)
+        for child in children:
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISSOCK(st.st_mode):
+                pst = os.lstat(top)
+                restore.append((top, pst.st_atime_ns, pst.st_mtime_ns))
+                os.unlink(child.path)
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            try:
+                names = os.listxattr(child.path, follow_symlinks=False)
+            except OSError:
+                names = []
+            for name in names:
+                if not _snapshot_xattr(name, is_dir):
+                    os.removexattr(child.path, name, follow_symlinks=False)
+            if is_dir:
+                stack.append(child.path)
+    for path, atime, mtime in reversed(restore):
+        os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+    for entry, host in written:
+        if not host:  # whiteouts, opaque markers: already in overlay form
+            continue
+        mtime = entry.mtime_ns if clamp_ns is None else min(entry.mtime_ns, clamp_ns)
+        os.utime(host, ns=(mtime, mtime), follow_symlinks=False)
 
 
 class _Unprivileged:
@@ -197,6 +244,28 @@ class Snapshots:
         if not final.is_dir():
             self._atomic(final, lambda tmp: unpack(image, tmp, rootless=os.geteuid() != 0, limits=self.limits))
         return final
+
+    def adopt(self, upper_dir: Path, chain_id: str, written: Iterable[tuple[Entry, str]], clamp_ns: int | None) -> bool:
+        """Make ``upper_dir`` — the kernel overlayfs upper dir of the step that wrote the layer
+        ``chain_id``, unmounted — that layer's snapshot, instead of unpacking the layer again later.
+
+        An upper dir is already in lower-dir form; it is brought to what unpacking the layer would
+        give (:func:`match_layer`): ``written`` are the ``(entry, host path)`` pairs the layer got
+        (:meth:`.tree_diff.ChangeSet.entries`), ``clamp_ns`` the writer's ``SOURCE_DATE_EPOCH``
+        clamp. What the layer left out and the upper keeps (copy-ups that changed nothing,
+        unchanged parent dirs) shows the lower's own version, so every merged view, and every
+        later layer, is the same either way. False when the snapshot exists already or the
+        rename fails (another filesystem): the caller removes ``upper_dir`` and the layer is
+        unpacked when needed."""
+        final = self.path(chain_id)
+        if self.userxattr or final.is_dir():
+            return False
+        match_layer(str(upper_dir), written, clamp_ns)
+        try:
+            os.rename(upper_dir, final)
+        except OSError:  # ENOTEMPTY/EEXIST: a concurrent builder stored it first; EXDEV
+            return False
+        return True
 
     def _unpack(self, layer: Layer, final: Path) -> None:
         def fill(tmp: Path) -> None:

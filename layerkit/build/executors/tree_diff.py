@@ -175,9 +175,10 @@ class ChangeSet:
             result.append((entry, item.host))
         return result
 
-    def write(self, writer: LayerWriter) -> None:
-        """Emit everything into ``writer`` (the ``fill`` callback of a ``WriteLayer``)."""
-        for entry, host in self.entries():
+    def write(self, writer: LayerWriter, entries: list[tuple[Entry, str]] | None = None) -> None:
+        """Emit everything (or ``entries``, from :meth:`entries`) into ``writer`` (the ``fill``
+        callback of a ``WriteLayer``)."""
+        for entry, host in self.entries() if entries is None else entries:
             if entry.type is EntryType.FILE and host and entry.size:
                 writer.add_file_from_path(entry, host)
             else:
