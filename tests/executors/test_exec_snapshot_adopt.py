@@ -31,10 +31,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="snapshot adoption is 
 
 #: each step depends on what the one before left, metadata included (listings carry mtimes)
 STEPS = (
-    "mkdir -p /w/a /w/b && echo one > /w/a/f && ln /w/a/f /w/a/link && ln -s f /w/a/sym && mkfifo /w/fifo"
-    " && touch -d @1000 /w/a/old && echo gone > /w/b/x && chmod 600 /etc/motd",
-    "stat -c '%n %a %u %g %s %Y' /w /w/a /w/a/* /w/b /w/b/* /w/fifo /etc/motd > /listing1"
-    " && rm -rf /w/b && mkdir /w/b && echo new > /w/b/y && chown 1:1 /etc/issue && echo two >> /w/a/f",
+    ("mkdir -p /w/a /w/b && echo one > /w/a/f && ln /w/a/f /w/a/link && ln -s f /w/a/sym && mkfifo /w/fifo"
+    " && touch -d @1000 /w/a/old && echo gone > /w/b/x && chmod 600 /etc/motd"),
+    ("stat -c '%n %a %u %g %s %Y' /w /w/a /w/a/* /w/b /w/b/* /w/fifo /etc/motd > /listing1"
+    " && rm -rf /w/b && mkdir /w/b && echo new > /w/b/y && chown 1:1 /etc/issue && echo two >> /w/a/f"),
     "stat -c '%n %a %u %g %s %Y' /w /w/a /w/a/* /w/b /w/b/* /etc/issue /listing1 > /listing2 && rm /w/fifo",
 )
 
