@@ -60,8 +60,7 @@ __all__ = ["BuildEvent", "BuildResult", "Secret", "build", "parse_secret"]
 COMMENT = "buildkit.dockerfile.v0"
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
                   "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT")
-#: instruction types (by name: instruction types are made on first use) that are filesystem steps
-_FS_STEPS = frozenset({"Copy", "Add", "Run", "Workdir"})
+_FS_STEPS = (ins.Copy, ins.Add, ins.Run, ins.Workdir)
 
 
 # -- public types ----------------------------------------------------------------------------------
@@ -370,7 +369,7 @@ class _Builder:
             deps.append(ref)
         for instr in stage.instructions:
             froms: list[str] = []
-            if isinstance(instr, ins._FileCopy) and instr.from_:  # COPY or ADD
+            if isinstance(instr, (ins.Copy, ins.Add)) and instr.from_:
                 froms.append(instr.from_)
             if isinstance(instr, ins.Run):
                 froms.extend(m.from_ for m in instr.mounts if m.from_)
@@ -487,8 +486,7 @@ class _Builder:
 
     # -- instructions ---------------------------------------------------------------------------------
     def _dispatch(self, st: _Stage, instr: ins.Instruction, position: int) -> None:
-        kind = type(instr).__name__
-        handler = getattr(self, "_do_" + kind.lower())
+        handler = getattr(self, "_do_" + type(instr).__name__.lower())
         self.step_no += 1
         text = " ".join(instr.original.split()) if len(instr.original) < 200 else instr.original[:197] + "..."
         self.emit("step", step=self.step_no, text=text, stage=st.label, stage_index=position,
@@ -498,7 +496,7 @@ class _Builder:
             cached = handler(st, instr)
         except (UnknownUserError, CopySourceError, ValueError) as exc:
             raise self.fail(instr, str(exc)) from None
-        if kind in _FS_STEPS:
+        if isinstance(instr, _FS_STEPS):
             (self.cached if cached else self.executed).append(text)
         self.emit("cached" if cached else "done", step=self.step_no, text=text, seconds=time.monotonic() - start)
 

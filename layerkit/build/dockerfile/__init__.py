@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from layerkit.build.dockerfile.instructions import (
     Dockerfile,
     Instruction,
+    Mount,
     Stage,
     dump,
     expand,
@@ -34,12 +33,3 @@ __all__ = [
     "parse_dockerfile",
     "parse_mount",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # Mount is made on first use (see instructions._ready): re-exported the same way
-    if name == "Mount":
-        from layerkit.build.dockerfile import instructions
-
-        return instructions.Mount
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,11 +10,12 @@ Sequences are tuples so that every instruction is immutable and hashable into a 
 
 from __future__ import annotations
 
+import csv
+import difflib
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, TypeVar
 
 from layerkit.build.dockerfile.parser import Directive, Node, parse, parse_heredoc
 from layerkit.build.dockerfile.shell import Expansion, Lex, ShellExpansionError
@@ -52,53 +53,6 @@ __all__ = [
 ]
 
 
-# -- deferred dataclasses --------------------------------------------------------------------------
-# Making a dataclass costs about a millisecond (``dataclasses`` compiles each of its methods with
-# ``exec``): for the 20 instruction types below that was most of this module's import time, while a
-# Dockerfile uses a handful of them. So the instruction types become dataclasses on first use: when
-# the parser meets their keyword, or on the first access to the module attribute (PEP 562
-# ``__getattr__``). Until then their names are absent from the module namespace.
-_DEFERRED: dict[str, tuple[type, dict[str, Any]]] = {}
-_DEFERRED_LOCK = threading.RLock()
-_T = TypeVar("_T")
-
-
-@dataclass_transform()
-def _deferred(**options: Any) -> Callable[[type[_T]], type[_T]]:
-    """``@dataclass(**options)``, applied on first use (see :func:`_ready`)."""
-
-    def record(cls: type[_T]) -> type[_T]:
-        _DEFERRED[cls.__name__] = (cls, options)
-        return cls
-
-    return record
-
-
-def _ready(name: str) -> Any:
-    """The dataclass ``name`` of this module, made now if it is the first use (bases first)."""
-    made = globals().get(name)
-    if made is not None:
-        return made
-    with _DEFERRED_LOCK:  # two threads parsing at once make each class once
-        if name not in globals():
-            cls, options = _DEFERRED[name]
-            for base in cls.__bases__:
-                if base.__name__ in _DEFERRED:
-                    _ready(base.__name__)
-            globals()[name] = dataclass(**options)(cls)
-    return globals()[name]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DEFERRED:
-        return _ready(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_DEFERRED})
-
-
 # -- the instruction types -------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class Instruction:
@@ -113,7 +67,7 @@ class Instruction:
         return type(self).__name__.upper()
 
 
-@_deferred(frozen=True)
+@dataclass(frozen=True)
 class InlineFile:
     """A heredoc body as an instruction uses it (``<<-`` tabs already stripped)."""
 
@@ -123,7 +77,7 @@ class InlineFile:
     file_descriptor: int = 0
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Mount:
     """One ``RUN --mount=...``; ``spec`` is the raw text so the builder can re-parse it after expansion."""
 
@@ -151,7 +105,7 @@ class From(Instruction):
     stage_name: str | None = None
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Run(Instruction):
     command: tuple[str, ...] | str
     shell_form: bool
@@ -161,7 +115,7 @@ class Run(Instruction):
     security: str | None = None
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class _FileCopy(Instruction):
     """What COPY and ADD share; heredoc sources are in ``heredocs``, not ``sources``."""
 
@@ -178,78 +132,78 @@ class _FileCopy(Instruction):
     heredocs: tuple[InlineFile, ...] = ()
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Copy(_FileCopy):
     pass
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Add(_FileCopy):
     pass
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Env(Instruction):
     """``pairs`` keep values raw (quotes, escapes, ``$VAR``): they are expanded at build time."""
 
     pairs: tuple[tuple[str, str], ...]
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Label(Instruction):
     pairs: tuple[tuple[str, str], ...]
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Arg(Instruction):
     """``pairs`` are (name, default); default is None for a bare ``ARG name``."""
 
     pairs: tuple[tuple[str, str | None], ...]
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class User(Instruction):
     user: str
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Workdir(Instruction):
     path: str
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Expose(Instruction):
     ports: tuple[str, ...]
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Volume(Instruction):
     paths: tuple[str, ...]
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Cmd(Instruction):
     command: tuple[str, ...] | str
     shell_form: bool
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Entrypoint(Instruction):
     command: tuple[str, ...] | str
     shell_form: bool
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Shell(Instruction):
     shell: tuple[str, ...]
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Stopsignal(Instruction):
     signal: str
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Healthcheck(Instruction):
     """``test`` as in the image config: ``("NONE",)``, ``("CMD", *argv)`` or ``("CMD-SHELL", cmd)``.
 
@@ -264,7 +218,7 @@ class Healthcheck(Instruction):
     retries: int | None = None
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Onbuild(Instruction):
     """``expression`` is the trigger text stored in the image; ``instruction`` it, parsed."""
 
@@ -272,7 +226,7 @@ class Onbuild(Instruction):
     instruction: Instruction
 
 
-@_deferred(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Maintainer(Instruction):
     name: str
 
@@ -377,11 +331,8 @@ class _Context:
         return args
 
     def heredocs(self) -> dict[str, InlineFile]:
-        if not self.node.heredocs:
-            return {}
-        inline_file = _ready("InlineFile")
         return {
-            doc.name: inline_file(doc.name, doc.body, doc.expand, doc.file_descriptor) for doc in self.node.heredocs
+            doc.name: InlineFile(doc.name, doc.body, doc.expand, doc.file_descriptor) for doc in self.node.heredocs
         }
 
 
@@ -617,7 +568,6 @@ def _onbuild(c: _Context) -> Onbuild:
 
 def _build(c: _Context) -> Instruction:
     kw = c.node.keyword
-    _ready(kw.capitalize())  # the type of every keyword in _KNOWN is its capitalized name
     if kw == "from":
         return _from(c)
     if kw == "run":
@@ -664,8 +614,6 @@ _KNOWN = ["add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "h
 
 def _instruction(node: Node, file: str, escape_token: str) -> Instruction:
     if node.keyword not in _KNOWN:
-        import difflib  # only for this error's hint
-
         close = difflib.get_close_matches(node.keyword, _KNOWN, n=1)
         hint = f" (did you mean {close[0].upper()}?)" if close else ""
         raise UnsupportedInstructionError(f"unknown instruction: {node.value.upper()}{hint}", file=file, line=node.start_line)
@@ -702,8 +650,6 @@ def parse_mount(spec: str, *, expand: Callable[[str], str] | None = None) -> Mou
     ``$`` is left unvalidated and the mount is flagged ``needs_expansion``: re-parse it then.
     Raises ValueError with BuildKit's reason.
     """
-    import csv  # only RUN --mount needs it
-
     try:
         fields = next(csv.reader([spec], strict=True), [])
     except csv.Error as exc:
@@ -807,7 +753,7 @@ def _finish_mount(values: dict[str, Any], *, ro_auto: bool, deferred: bool) -> M
         raise ValueError(f"mount type {kind} requires a target, e.g. target=/path")
     if kind == "cache" and not values.get("sharing"):
         values["sharing"] = "shared"
-    return _ready("Mount")(**values, needs_expansion=deferred)  # type: ignore[no-any-return]
+    return Mount(**values, needs_expansion=deferred)
 
 
 # -- the whole file --------------------------------------------------------------------------------
@@ -838,13 +784,13 @@ def parse_dockerfile(text: str | bytes, file: str = "Dockerfile") -> Dockerfile:
                 names.add(name)
             stages.append(Stage(name, len(stages), instruction))
         elif not stages:
-            if instruction.keyword != "ARG":  # (not isinstance: Arg may not be made yet)
+            if not isinstance(instruction, Arg):
                 raise DockerfileSyntaxError(
                     f"{instruction.keyword} before the first FROM: only ARG may come before FROM",
                     file=file,
                     line=node.start_line,
                 )
-            global_args.append(instruction)  # type: ignore[arg-type]
+            global_args.append(instruction)
         else:
             current.append(instruction)
     close_stage()
@@ -894,9 +840,3 @@ def _expansion(word: str, env: Mapping[str, str], escape_token: str, file: str, 
         return Lex(escape_token=escape_token).process(word, env)
     except ShellExpansionError as exc:
         raise ShellExpansionError(exc.reason, word=word, file=file, line=line) from None
-
-
-# The deferred types leave the namespace until their first use makes them (see _ready).
-for _name in _DEFERRED:
-    del globals()[_name]
-del _name
