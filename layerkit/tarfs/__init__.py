@@ -1,15 +1,18 @@
 """Pure tar logic for OCI layers: entries, member paths, whiteouts, codecs, reader, writer, trees.
 
 No store and no network here; the unioner, builder and inspector stand on this package.
+The codec-backed modules (compression, reader, writer, tree) are imported on first use of their
+names: they pull in zstandard, isal and a thread pool, which a cached rebuild never needs.
 """
 
 from __future__ import annotations
 
-from .compression import DEFAULT_LEVEL, open_compressor, open_decompressed
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .entry import Entry, EntryType
+from .limits import DEFAULT_LIMITS, Limits
 from .paths import clean_member, join_link
-from .reader import DEFAULT_LIMITS, Limits, iter_entries, iter_layer
-from .tree import entry_from_stat, read_xattrs, walk_tree, write_tree
 from .whiteout import (
     OPAQUE_WHITEOUT,
     WHITEOUT_META_PREFIX,
@@ -20,7 +23,38 @@ from .whiteout import (
     whiteout_path,
     whiteout_target,
 )
-from .writer import LayerResult, LayerWriter, layer_order_key, sorted_entries
+
+_LAZY = {
+    "DEFAULT_LEVEL": "compression",
+    "open_compressor": "compression",
+    "open_decompressed": "compression",
+    "iter_entries": "reader",
+    "iter_layer": "reader",
+    "entry_from_stat": "tree",
+    "read_xattrs": "tree",
+    "walk_tree": "tree",
+    "write_tree": "tree",
+    "LayerResult": "writer",
+    "LayerWriter": "writer",
+    "layer_order_key": "writer",
+    "sorted_entries": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .compression import DEFAULT_LEVEL, open_compressor, open_decompressed
+    from .reader import iter_entries, iter_layer
+    from .tree import entry_from_stat, read_xattrs, walk_tree, write_tree
+    from .writer import LayerResult, LayerWriter, layer_order_key, sorted_entries
 
 __all__ = [
     "DEFAULT_LEVEL",
