@@ -98,8 +98,6 @@ def _open_store(ref: TransportReference, o: _Options) -> Image:
 def _open_bare(ref: TransportReference, o: _Options) -> Image:
     """Local store → Docker Engine (when one answers quickly) → registry; say what was tried."""
     assert ref.docker is not None
-    from .sources import daemon
-
     tried: list[str] = []
     try:
         image = _open_store(ref, o)
@@ -107,6 +105,8 @@ def _open_bare(ref: TransportReference, o: _Options) -> Image:
         return image
     except ImageNotFoundError:
         tried.append("local store: no such tag")
+    from .sources import daemon  # only now: it pulls in the archive reader and tarfile
+
     if daemon.daemon_available():
         try:
             image = daemon.open_image(ref.docker.familiar, platform=o.platform, tmp_dir=_tmp_dir(o.home))
