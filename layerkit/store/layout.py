@@ -468,8 +468,11 @@ class OCILayout:
         """Read-modify-write ``index.json`` under the exclusive index lock; written atomically."""
         with self._index_lock.exclusive():
             doc = self._read_index_doc()
-            entries: list[dict[str, Any]] = list(doc["manifests"])
+            before = list(doc["manifests"])
+            entries: list[dict[str, Any]] = list(before)
             yield entries
+            if entries == before and doc.get("schemaVersion") == 2 and doc.get("mediaType") == mt.OCI_INDEX:
+                return  # nothing changed: no rewrite, no fsync (a no-change rebuild re-tags the same image)
             doc["schemaVersion"] = 2
             doc["mediaType"] = mt.OCI_INDEX
             doc["manifests"] = entries
