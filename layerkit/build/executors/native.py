@@ -189,7 +189,7 @@ def run_on_overlay(request: RunRequest, write_layer: WriteLayer, output: Output,
                                          _new_dirs(request.workdir, view))
         if not len(changes):
             return RunOutcome(exit_code=0, output_tail=tail)
-        epoch = getattr(write_layer, "source_date_epoch", _UNKNOWN)
+        epoch: Any = getattr(write_layer, "source_date_epoch", _UNKNOWN)
         if fuse_program or snaps.userxattr or epoch is _UNKNOWN:
             layer = write_layer(changes.write)
         else:  # the upper dir becomes the new layer's snapshot: the next step needs no unpacking
