@@ -112,24 +112,19 @@ class _D:
         self.size = size
         self.is_dir = is_dir
 
-    def copy(self) -> _D:
-        new = _D(self.size, self.is_dir)
-        new.children = {k: v.copy() for k, v in self.children.items()}
-        return new
-
-    def add_path(self, path: str, size: int, is_dir: bool) -> None:
-        """dive's ``FileTree.AddPath``: create missing parents without payload, skip ``.wh..wh..``."""
+    def ensure_dir(self, path: str) -> _D | None:
+        """The node at raw ``path`` (``""`` or ``/a/b``), missing ones created without payload, as
+        dive's ``AddPath`` walks to a parent; ``None`` where it would create a ``.wh..wh..`` name."""
         node = self
-        parts = [p for p in path.split("/") if p]
-        for idx, name in enumerate(parts):
-            child = node.children.get(name)
-            if child is None:
-                if name.startswith(".wh..wh.."):
-                    return
-                child = node.children[name] = _D()
-            node = child
-            if idx == len(parts) - 1:
-                node.size, node.is_dir = size, is_dir
+        if path:
+            for name in path[1:].split("/"):
+                child = node.children.get(name)
+                if child is None:
+                    if name.startswith(".wh..wh.."):
+                        return None
+                    child = node.children[name] = _D()
+                node = child
+        return node
 
     def get(self, path: str) -> _D | None:
         node: _D | None = self
@@ -144,17 +139,32 @@ class _D:
         if parent is not None:
             parent.children.pop(name, None)
 
-    def visit(self, base: str = "") -> Iterator[tuple[str, _D]]:
-        """Depth-first, children sorted, each node after its children (dive's VisitDepthChildFirst);
-        yields the raw member path (whiteout prefix kept)."""
-        for name in sorted(self.children):
-            child = self.children[name]
-            path = f"{base}/{name}"
-            yield from child.visit(path)
-            yield path, child
+    def visit(self) -> list[tuple[str, _D]]:
+        """Depth-first, children sorted, each node after its children (dive's VisitDepthChildFirst),
+        as raw member paths (whiteout prefix kept); iterative: trees nest deeply."""
+        out: list[tuple[str, _D]] = []
+        stack: list[tuple[_D | None, str, Iterator[tuple[str, _D]]]] = [(None, "", iter(sorted(self.children.items())))]
+        while stack:
+            node, base, it = stack[-1]
+            for name, child in it:
+                path = f"{base}/{name}"
+                if child.children:
+                    stack.append((child, path, iter(sorted(child.children.items()))))
+                    break
+                out.append((path, child))
+            else:
+                stack.pop()
+                if node is not None:
+                    out.append((base, node))
+        return out
 
     def total(self) -> int:
-        return self.size + sum(c.total() for c in self.children.values())
+        total, todo = 0, [self]
+        while todo:
+            node = todo.pop()
+            total += node.size
+            todo.extend(node.children.values())
+        return total
 
 
 def _dive_path(raw: str) -> str:
@@ -162,29 +172,67 @@ def _dive_path(raw: str) -> str:
     return f"{head}/{name[4:]}" if name.startswith(".wh.") else raw
 
 
-def _stack(lower: _D, upper: _D) -> None:
-    """dive's ``FileTree.Stack``: whiteouts remove, everything else (parents included) is added."""
-    for raw, node in upper.visit():
-        name = raw.rpartition("/")[2]
+def _stack(lower: _D, upper: list[tuple[str, _D]]) -> None:
+    """dive's ``FileTree.Stack`` of an upper tree (its visit): whiteouts remove, everything else
+    (parents included) is added. Consecutive nodes mostly share a parent: it is looked up once."""
+    cached: str | None = None
+    parent: _D | None = None
+    for raw, node in upper:
+        head, _, name = raw.rpartition("/")
         if name.startswith(".wh."):
             lower.remove(_dive_path(raw))
+            cached = None  # the cached parent may have gone with it
+            continue
+        if head != cached:
+            parent, cached = lower.ensure_dir(head), head
+        if parent is None:
+            continue
+        child = parent.children.get(name)
+        if child is None:
+            if name.startswith(".wh..wh.."):
+                continue
+            child = parent.children[name] = _D()
+        child.size, child.is_dir = node.size, node.is_dir
+
+
+def _layer_tree(items: Iterable[tuple[str, int, bool]]) -> _D:
+    """One layer as dive sees it: ``AddPath`` of each member (cleaned paths) in order."""
+    root = _D()
+    dirs: dict[str, _D | None] = {"": root}  # raw parent path -> node (None: not creatable)
+    for path, size, is_dir in items:
+        head, _, name = path.rpartition("/")
+        raw_head = f"/{head}" if head else ""
+        if raw_head in dirs:
+            parent = dirs[raw_head]
         else:
-            lower.add_path(raw, node.size, node.is_dir)
+            parent = dirs[raw_head] = root.ensure_dir(raw_head)
+        if parent is None:
+            continue
+        child = parent.children.get(name)
+        if child is None:
+            if name.startswith(".wh..wh.."):
+                continue
+            child = parent.children[name] = _D()
+        child.size, child.is_dir = size, is_dir
+    return root
 
 
 def _dive_trees(union: Union) -> tuple[list[_D], list[int]]:
     trees, sizes = [], []
     for i in range(len(union.layers)):
-        tree, total = _D(), 0
+        items = []
+        total = 0
         for node in union.versions(i):
             if node.path == ".":
                 continue
-            size = node.entry.size if node.entry.type is EntryType.FILE else 0
+            e = node.entry
+            t = e.type
+            size = e.size if t is EntryType.FILE else 0
             total += size
-            tree.add_path(node.path, size, node.entry.type is EntryType.DIR)
-        for marker in union.whiteouts(i):  # header size 0: whiteout markers carry no data
-            tree.add_path(marker, 0, False)
-        trees.append(tree)
+            items.append((node.path, size, t is EntryType.DIR))
+        # header size 0: whiteout markers carry no data
+        items.extend((marker, 0, False) for marker in union.whiteouts(i))
+        trees.append(_layer_tree(items))
         sizes.append(total)
     return trees, sizes
 
@@ -199,36 +247,41 @@ class _Abort(Exception):
 
 
 def _efficiency(trees: list[_D], layer_sizes: Iterable[int]) -> DiveFigures:
-    cumulative: dict[str, int] = {}
-    minimum: dict[str, int] = {}
-    count: dict[str, int] = {}
-    stacked = trees[0].copy() if trees else _D()
+    # path -> [cumulative, minimum, count]
+    seen: dict[str, list[int]] = {}
+    # the stacked tree starts as the first layer's (dive copies it; nothing else reads that tree)
+    stacked = trees[0] if trees else _D()
+    previous: list[tuple[str, _D]] = []
     for idx, tree in enumerate(trees):
         if idx > 0:
-            _stack(stacked, trees[idx - 1])
+            _stack(stacked, previous)
+        visit = tree.visit()  # before any stacking touches it (the first tree is the stacked one)
         try:
-            for raw, node in tree.visit():
+            for raw, node in visit:
                 if node.children:
                     continue
-                path = _dive_path(raw)
-                if path not in cumulative:
-                    cumulative[path], minimum[path], count[path] = 0, -1, 0
-                if raw.rpartition("/")[2].startswith(".wh."):
-                    previous = stacked.get(path)
-                    if previous is None:
+                name = raw.rpartition("/")[2]
+                path = _dive_path(raw) if name.startswith(".wh.") else raw
+                rec = seen.get(path)
+                if rec is None:  # registered before the whiteout check, as dive does: an aborted
+                    rec = seen[path] = [0, -1, 0]  # whiteout leaves its path with a minimum of -1
+                if path is not raw:
+                    prev = stacked.get(path)
+                    if prev is None:
                         raise _Abort  # dive's visitor errors out and skips the rest of this layer
-                    size = previous.total() if previous.is_dir else 0
+                    size = prev.total() if prev.is_dir else 0
                 else:
                     size = node.size
-                cumulative[path] += size
-                if minimum[path] < 0 or size < minimum[path]:
-                    minimum[path] = size
-                count[path] += 1
+                rec[0] += size
+                if rec[1] < 0 or size < rec[1]:
+                    rec[1] = size
+                rec[2] += 1
         except _Abort:
             pass
-    total = sum(cumulative.values())
-    score = 1.0 if total == 0 else sum(minimum.values()) / total
-    wasted = sum(cumulative[p] for p, n in count.items() if n >= 2)
+        previous = visit
+    total = sum(r[0] for r in seen.values())
+    score = 1.0 if total == 0 else sum(r[1] for r in seen.values()) / total
+    wasted = sum(r[0] for r in seen.values() if r[2] >= 2)
     sizes = list(layer_sizes)
     user = sum(sizes[1:])
     return DiveFigures(score, wasted, wasted / user if user else None, sum(sizes), user)

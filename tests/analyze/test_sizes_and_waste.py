@@ -189,3 +189,38 @@ def test_blame_names_the_provider_and_what_it_overrides(archives: dict[str, Path
     assert "head -c 100000" in big.overrides[0].created_by
     gone = blame(ins, "/data/d/x")
     assert gone.provider is None and gone.versions[0].fate == "whited-out"
+
+
+def _layer(*members: tuple[str, bytes | None]) -> Any:
+    """An in-memory layer for ``Union``: ``(name, data)`` files, ``(name, None)`` directories."""
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.type = tarfile.DIRTYPE if data is None else tarfile.REGTYPE
+            ti.size = len(data or b"")
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+
+    class Layer:
+        def open_tar(self) -> Any:
+            return io.BytesIO(buf.getvalue())
+
+    return Layer()
+
+
+def test_dive_figures_of_a_deeply_nested_layer() -> None:
+    """dive's trees are built, stacked and visited without recursion: 1200 levels (deeper than
+    Python's recursion limit) give the figures a shallow stack would."""
+    from layerkit.analyze import dive_figures
+    from layerkit.union import Union
+
+    deep = "/".join(["n"] * 1200)
+    layers = [_layer(("n", None), (f"{deep}/x", b"12345")), _layer((f"{deep}/x", b"1")),
+              _layer((".wh.n", b""), ("y", b"22"))]
+    got = dive_figures(Union(layers))
+    # /deep/x: 5 + 1 bytes in two layers. The whiteout of /n counts 0: the second layer's implicit
+    # parents carry no payload, so stacked /n is no longer a directory for dive
+    assert (got.wasted_bytes, got.size_bytes, got.user_size_bytes) == (6, 8, 3)
+    assert got.efficiency == pytest.approx((1 + 0 + 2) / (6 + 0 + 2))
