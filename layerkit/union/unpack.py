@@ -50,8 +50,8 @@ from typing import Any, BinaryIO
 
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
 from ..tarfs.entry import Entry, EntryType
-from ..tarfs.paths import parent
 from ..tarfs.limits import default_limits
+from ..tarfs.paths import parent
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.whiteout import (
     WHITEOUT_PREFIX,
