@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -88,3 +89,36 @@ def stdout_console() -> Any:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+#: ``update(key, label, done, total)``: one bar row per key (a blob, a stage), bytes done of total
+ProgressUpdate = Callable[[str, str, int, int], None]
+
+
+@contextmanager
+def byte_progress(enabled: bool) -> Iterator[ProgressUpdate | None]:
+    """A transient rich progress bar on stderr, or ``None`` when disabled (no TTY, ``--json``): then
+    rich is not even imported, which keeps scripted runs fast."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=stderr_console(), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(key: str, label: str, done: int, total: int) -> None:
+            task = tasks.get(key)
+            if task is None:
+                task = tasks[key] = bar.add_task(label, total=total)
+            bar.update(task, completed=done, total=total)
+
+        yield update
+

@@ -2,56 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from ._common import (
+    byte_progress,
     insecure_option,
     is_tty,
     json_option,
     limits_option,
     platform_option,
     print_json,
-    stderr_console,
 )
 
 _FORMATS = click.Choice(["oci", "docker"])
 _COMPRESSIONS = click.Choice(["gzip", "zstd", "none"])
 
 
-@contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Any]:
-    """A transient rich progress bar on stderr, one row per blob; silent without a TTY."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
-    from ..spec import Descriptor
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=stderr_console(), transient=True, disable=not enabled) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(desc: Descriptor, done: int, total: int) -> None:
-            task = tasks.get(desc.digest)
-            if task is None:
-                task = tasks[desc.digest] = bar.add_task(desc.digest.short, total=total)
-            bar.update(task, completed=done)
-
-        yield update
-
-
 def _run_copy(src: str, dst: str, *, as_json: bool, bare_src: bool = False, **options: Any) -> None:
     from .. import api
 
-    with _progress_bar(is_tty() and not as_json) as progress:
+    with byte_progress(is_tty() and not as_json) as bar:
+        progress = (lambda d, done, total: bar(d.digest, d.digest.short, done, total)) if bar else None
         result = api.copy(src, dst, progress=progress, **options)
     if bare_src and not as_json:
         click.echo(f"{src}: found in {result.resolved_from}", err=True)

@@ -9,13 +9,13 @@ from typing import Any
 import click
 
 from ._common import (
+    byte_progress,
     insecure_option,
     is_tty,
     json_option,
     limits_option,
     platform_option,
     print_json,
-    stderr_console,
     stdout_console,
 )
 
@@ -40,25 +40,15 @@ def _human(n: float) -> str:
 
 def _inspect_with_progress(image: Any, reference: str, limits: Any) -> Any:
     """Run the analysis with a transient progress bar on stderr (quiet without a TTY)."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
     from ..analyze.summary import inspect_image
 
     total = sum(layer.size for layer in image.layers)
     done: dict[int, int] = {}
-    with Progress(TextColumn("reading layers"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=stderr_console(), transient=True, disable=not is_tty()) as progress:
-        task = progress.add_task("layers", total=total)
-
+    with byte_progress(is_tty()) as bar:
         def hook(index: int, n: int, _total: int) -> None:
             done[index] = n
-            progress.update(task, completed=sum(done.values()))
+            if bar:
+                bar("layers", "reading layers", sum(done.values()), total)
 
         return inspect_image(image, reference=reference, progress=hook, limits=limits)
 

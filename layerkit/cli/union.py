@@ -13,13 +13,13 @@ import click
 
 from ..errors import LayerkitError
 from ._common import (
+    byte_progress,
     insecure_option,
     is_tty,
     json_option,
     limits_option,
     platform_option,
     print_json,
-    stderr_console,
 )
 
 
@@ -41,27 +41,10 @@ def _missing(exc: OSError) -> LayerkitError:
 
 @contextmanager
 def _progress(enabled: bool, what: str) -> Iterator[Any]:
-    """A transient rich bar on stderr fed by the library's ``progress(stage, done, total)``."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=stderr_console(), transient=True, disable=not enabled) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            task = tasks.get(stage)
-            if task is None:
-                label = "indexing layers" if stage == "index" else what
-                task = tasks[stage] = bar.add_task(label, total=total)
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    """The library's ``progress(stage, done, total)`` drawn as a bar (``None`` when off)."""
+    with byte_progress(enabled) as bar:
+        yield (lambda stage, done, total: bar(stage, "indexing layers" if stage == "index" else what, done,
+                                              total)) if bar else None
 
 
 def _digest(image: Any, layer: int) -> str:
