@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..digest import Digest, sha256_file
 from ..errors import BuildError, LayerkitError
+from ..tarfs.paths import SymlinkLoopError, resolve_in_root
 from .dockerignore import PatternMatcher
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,37 +116,22 @@ class BuildContext:
     def resolve(self, rel: str, *, follow_last: bool = True) -> str | None:
         """``rel`` with symlinks resolved inside the context root (``fs.RootPath``); None when a
         component is missing or ignored."""
-        todo = [c for c in reversed(rel.split("/")) if c not in ("", ".")]
-        cur: list[str] = []
-        hops = 0
-        while todo:
-            comp = todo.pop()
-            if comp == "..":
-                if cur:
-                    cur.pop()
-                continue
-            cand = "/".join(cur + [comp])
+
+        def lookup(cand: str) -> tuple[bool, str | None] | None:
             try:
                 st = os.lstat(self.host(cand))
             except OSError:
                 return None
             if not self._visible(cand, st):
                 return None
-            if stat.S_ISLNK(st.st_mode) and (todo or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    raise BuildError(f"resolving {rel!r} in the build context: too many levels of symbolic links")
-                target = os.readlink(self.host(cand))
-                if target.startswith("/"):
-                    cur = []
-                todo.extend(c for c in reversed(target.split("/")) if c not in ("", "."))
-                continue
-            if todo and not stat.S_ISDIR(st.st_mode):
-                return None
-            cur.append(comp)
-        return "/".join(cur) if cur else "."
+            return stat.S_ISDIR(st.st_mode), os.readlink(self.host(cand)) if stat.S_ISLNK(st.st_mode) else None
 
-    # -- the filesystem protocol copy.py uses --------------------------------------------------------
+        try:
+            found = resolve_in_root(rel, lookup, follow_last=follow_last, max_links=MAX_SYMLINKS)
+        except SymlinkLoopError:
+            raise BuildError(f"resolving {rel!r} in the build context: too many levels of symbolic links") from None
+        return found.path if found.found else None
+
     def lstat(self, rel: str) -> Entry | None:
         """Entry for ``rel`` (no symlink followed), owned 0:0; None when missing or ignored."""
         try:
@@ -155,7 +141,9 @@ class BuildContext:
         if not self._visible(rel, st):
             return None
         link = os.readlink(self.host(rel)) if stat.S_ISLNK(st.st_mode) else ""
-        from ..tarfs.tree import entry_from_stat  # a COPY that runs needs tarfs; the cache key does not
+        from ..tarfs.tree import (
+            entry_from_stat,  # a COPY that runs needs tarfs; the cache key does not
+        )
 
         try:
             entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(self.host(rel), st))

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, Protocol
 
 from ..errors import BuildError, LayerkitError
 from ..tarfs.entry import Entry, EntryType
-from ..tarfs.paths import clean_member
+from ..tarfs.paths import SymlinkLoopError, clean_member, resolve_in_root
 from ..tarfs.writer import LayerWriter, layer_order_key
 from .dockerignore import PatternMatcher, go_match, has_wildcards
 
@@ -506,32 +506,21 @@ class CopyPlanner:
     def _dresolve(self, path: str, *, follow_last: bool = True) -> tuple[str, bool]:
         """Resolve ``path`` in the destination (symlinks inside the root). Returns the resolved
         path and whether it exists; a missing component ends resolution (the rest is appended)."""
-        todo = [c for c in reversed(path.split("/")) if c not in ("", ".")]
-        cur: list[str] = []
-        hops = 0
-        while todo:
-            comp = todo.pop()
-            if comp == "..":
-                if cur:
-                    cur.pop()
-                continue
-            cand = "/".join(cur + [comp])
+
+        def lookup(cand: str) -> tuple[bool, str | None] | None:
             e = self._dlstat(cand)
-            if e is None:
-                rest = [comp] + list(reversed(todo))
-                return "/".join(cur + [c for c in rest if c not in ("..",)]), False
-            if e.is_symlink() and (todo or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    raise CopySourceError(f"resolving {path!r} in the image: too many levels of symbolic links")
-                if e.linkname.startswith("/"):
-                    cur = []
-                todo.extend(c for c in reversed(e.linkname.split("/")) if c not in ("", "."))
-                continue
-            if todo and not e.is_dir():
-                raise CopySourceError(f"cannot copy to {'/' + path!r}: {'/' + cand!r} is not a directory")
-            cur.append(comp)
-        return ("/".join(cur) if cur else "."), True
+            return None if e is None else (e.is_dir(), e.linkname if e.is_symlink() else None)
+
+        try:
+            found = resolve_in_root(path, lookup, follow_last=follow_last, max_links=MAX_SYMLINKS)
+        except SymlinkLoopError:
+            raise CopySourceError(f"resolving {path!r} in the image: too many levels of symbolic links") from None
+        if found.not_dir:
+            raise CopySourceError(f"cannot copy to {'/' + path!r}: {'/' + found.not_dir!r} is not a directory")
+        if found.found:
+            return found.path, True
+        prefix = [] if found.path == "." else [found.path]
+        return "/".join(prefix + [c for c in found.rest if c != ".."]), False
 
     def _touch_parents(self, path: str) -> None:
         parent = posixpath.dirname(path)

@@ -9,10 +9,22 @@ NUL byte, a component over 255 bytes or a path over 4096 bytes (Linux NAME_MAX /
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import UnsafePathError
 
-__all__ = ["clean_member", "join_link", "parent", "basename", "MAX_COMPONENT", "MAX_PATH"]
+__all__ = [
+    "MAX_COMPONENT",
+    "MAX_PATH",
+    "Resolved",
+    "SymlinkLoopError",
+    "basename",
+    "clean_member",
+    "join_link",
+    "parent",
+    "resolve_in_root",
+]
 
 MAX_COMPONENT = 255
 MAX_PATH = 4096
@@ -95,3 +107,59 @@ def join_link(member: str, target: str) -> str | None:
             continue
         base.append(part)
     return "/".join(base) if base else "."
+
+
+#: What ``resolve_in_root``'s lookup says of one path: ``None`` when it does not exist (or must not
+#: be seen), else ``(is_dir, symlink_target)`` with ``symlink_target`` None for a non-link.
+Lookup = Callable[[str], "tuple[bool, str | None] | None"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where ``resolve_in_root`` stopped. ``found``: every component exists (``path`` is the resolved
+    path, "." for the root). Otherwise ``path`` is the resolved prefix, ``rest`` the components left
+    (the missing one first) and ``not_dir`` the component that exists but is no directory, if that
+    is why it stopped."""
+
+    path: str
+    found: bool
+    rest: tuple[str, ...] = ()
+    not_dir: str = ""
+
+
+class SymlinkLoopError(ValueError):
+    """More symlinks than ``max_links`` on the way (a loop, or a hostile chain)."""
+
+
+def resolve_in_root(path: str, lookup: Lookup, *, follow_last: bool = True, max_links: int = 40) -> Resolved:
+    """Resolve ``path`` component by component inside a root whose entries ``lookup`` describes, as
+    the kernel would inside a chroot: ``..`` never climbs above the root, an absolute symlink target
+    restarts at the root. One algorithm for the build context, an image being built and the union
+    view; each caller decides what a missing component or a non-directory means to it."""
+    todo = [c for c in reversed(path.split("/")) if c not in ("", ".")]
+    cur: list[str] = []
+    hops = 0
+    while todo:
+        comp = todo.pop()
+        if comp == "..":
+            if cur:
+                cur.pop()
+            continue
+        cand = "/".join(cur + [comp])
+        found = lookup(cand)
+        if found is None:
+            return Resolved("/".join(cur) or ".", False, (comp, *reversed(todo)))
+        is_dir, target = found
+        if target is not None and (todo or follow_last):
+            hops += 1
+            if hops > max_links:
+                raise SymlinkLoopError(f"{path!r}: too many levels of symbolic links")
+            if target.startswith("/"):
+                cur = []
+            todo.extend(c for c in reversed(target.split("/")) if c not in ("", "."))
+            continue
+        if todo and not is_dir:
+            return Resolved("/".join(cur) or ".", False, (comp, *reversed(todo)), not_dir=cand)
+        cur.append(comp)
+    return Resolved("/".join(cur) or ".", True)
+

@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.limits import default_limits
-from ..tarfs.paths import parent
+from ..tarfs.paths import SymlinkLoopError, parent, resolve_in_root
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.whiteout import (
     WHITEOUT_PREFIX,
@@ -380,32 +380,18 @@ class Union:
 
     def _resolve(self, path: str, follow_last: bool) -> str | None:
         """Resolve ``path`` inside the view, following symlinks within the image root only."""
-        todo = [c for c in reversed(path.split("/")) if c not in ("", ".")]
-        cur: list[str] = []
-        hops = 0
-        while todo:
-            comp = todo.pop()
-            if comp == "..":
-                if cur:
-                    cur.pop()
-                continue
-            cand = "/".join(cur + [comp])
+
+        def lookup(cand: str) -> tuple[bool, str | None] | None:
             node = self._view.get(cand)
             if node is None:
                 return None
-            if node.entry.type is EntryType.SYMLINK and (todo or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    raise OSError(40, f"{_display(path)}: too many levels of symbolic links in the image")
-                target = node.entry.linkname
-                if target.startswith("/"):
-                    cur = []
-                todo.extend(c for c in reversed(target.split("/")) if c not in ("", "."))
-                continue
-            if todo and not node.is_dir():
-                return None
-            cur.append(comp)
-        return "/".join(cur) if cur else _ROOT
+            return node.is_dir(), node.entry.linkname if node.entry.type is EntryType.SYMLINK else None
+
+        try:
+            found = resolve_in_root(path, lookup, follow_last=follow_last, max_links=MAX_SYMLINKS)
+        except SymlinkLoopError:
+            raise OSError(40, f"{_display(path)}: too many levels of symbolic links in the image") from None
+        return found.path if found.found else None  # the root resolves to "." (_ROOT)
 
     def exists(self, path: str, *, follow: bool = False) -> bool:
         try:

@@ -75,3 +75,56 @@ def test_parent_and_basename() -> None:
     assert parent("a/b/c") == "a/b"
     assert parent("a") == "."
     assert basename("a/b/c") == "c"
+
+
+# -- resolve_in_root: one symlink walk for the context, the image being built and the union ----------
+
+TREE = {  # path -> (is_dir, symlink target)
+    "etc": (True, None),
+    "etc/passwd": (False, None),
+    "lib": (False, "usr/lib"),
+    "usr": (True, None),
+    "usr/lib": (True, None),
+    "usr/lib/libc.so": (False, None),
+    "abs": (False, "/etc"),
+    "up": (False, "../../../etc"),
+    "loop": (False, "loop"),
+}
+
+
+def _lookup(path: str):
+    return TREE.get(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("lib/libc.so", "usr/lib/libc.so"),
+        ("/abs/passwd", "etc/passwd"),
+        ("up/passwd", "etc/passwd"),  # '..' never climbs above the root
+        ("usr/../etc/./passwd", "etc/passwd"),
+        ("/", "."),
+    ],
+)
+def test_resolve_in_root_follows_links_inside_the_root(path: str, expected: str) -> None:
+    from layerkit.tarfs.paths import resolve_in_root
+
+    found = resolve_in_root(path, _lookup)
+    assert found.found and found.path == expected
+
+
+def test_resolve_in_root_reports_where_it_stopped() -> None:
+    from layerkit.tarfs.paths import resolve_in_root
+
+    missing = resolve_in_root("lib/nope/x", _lookup)
+    assert (missing.found, missing.path, missing.rest, missing.not_dir) == (False, "usr/lib", ("nope", "x"), "")
+    blocked = resolve_in_root("etc/passwd/x", _lookup)
+    assert (blocked.found, blocked.not_dir) == (False, "etc/passwd")
+    assert resolve_in_root("lib", _lookup, follow_last=False).path == "lib"
+
+
+def test_resolve_in_root_stops_loops() -> None:
+    from layerkit.tarfs.paths import SymlinkLoopError, resolve_in_root
+
+    with pytest.raises(SymlinkLoopError):
+        resolve_in_root("loop/x", _lookup)
