@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from ..digest import CHUNK
 from ..image import Image
 from ..mediatypes import Compression, detect_compression
+from ..streams import Reader
 from ..tarfs.compression import open_decompressed
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.limits import Limits
@@ -68,7 +69,7 @@ def is_layer_file(path: str) -> bool:
     return not (names & _IMAGE_ARCHIVE_MARKERS)
 
 
-class _Hashing:
+class _Hashing(Reader):
     """Reader that hashes what passes (the identity of a layer file, computed on its single read)."""
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -79,11 +80,6 @@ class _Hashing:
         data = self._raw.read(n)
         self.sha256.update(data)
         return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._raw.close()

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from ..digest import CHUNK, Digest, VerifyingReader
 from ..errors import TarFormatError
 from ..image import Image, Layer
+from ..streams import Reader
 from ..tarfs.compression import open_decompressed
 from ..tarfs.entry import EntryType
 from ..tarfs.limits import Limits
@@ -53,7 +54,7 @@ ADDED, MODIFIED, REMOVED = "+", "~", "-"
 ProgressHook = Callable[[int, int, int], None]
 
 
-class _Counter:
+class _Counter(Reader):
     """Pass-through reader that counts bytes (and reports them) without buffering; ``eof`` turns
     true once the underlying stream has returned its end."""
 
@@ -74,11 +75,6 @@ class _Counter:
         elif n != 0:
             self.eof = True
         return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._raw.close()
