@@ -161,10 +161,10 @@ def test_copy_rules(tmp_path: Path, layerkit_home: Path, alpine: str) -> None:
     files = {"a.txt": "hello\n", "sub/b.txt": "world\n", "sub/deep/c.txt": "deep\n", "x.md": "md"}
     ctx = make_context(tmp_path / "ctx", f"""\
 FROM {alpine}
-WORKDIR /work
+WORKDIR /srv
 COPY a.txt .
 COPY sub /dst/
-COPY sub/deep /work/renamed
+COPY sub/deep /srv/renamed
 COPY a.txt /etc/newname
 COPY --chown=nobody:nogroup --chmod=640 a.txt link /own/
 COPY --chmod=u+x,go-r a.txt /sym
@@ -175,8 +175,8 @@ COPY *.txt x.* /glob/
     (ctx / "link").symlink_to("a.txt")
     layers = build(ctx).image.layers[2:]
     assert layer_entries(layers[0]) == {
-        "work": ("dir", 0o755, 0, 0, 0, "", b""),
-        "work/a.txt": ("file", 0o644, 0, 0, 6, "", b"hello\n"),
+        "srv": ("dir", 0o755, 0, 0, 0, "", b""),
+        "srv/a.txt": ("file", 0o644, 0, 0, 6, "", b"hello\n"),
     }
     assert {k: v[:5] for k, v in layer_entries(layers[1]).items()} == {
         "dst": ("dir", 0o755, 0, 0, 0),
@@ -184,7 +184,7 @@ COPY *.txt x.* /glob/
         "dst/deep": ("dir", 0o755, 0, 0, 0),
         "dst/deep/c.txt": ("file", 0o644, 0, 0, 5),
     }
-    assert set(layer_entries(layers[2])) == {"work", "work/renamed", "work/renamed/c.txt"}
+    assert set(layer_entries(layers[2])) == {"srv", "srv/renamed", "srv/renamed/c.txt"}
     etc = layer_entries(layers[3])
     assert set(etc) == {"etc", "etc/newname"} and etc["etc"][0] == "dir"  # the parent is part of the diff
     own = layer_entries(layers[4])

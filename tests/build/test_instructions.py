@@ -128,7 +128,7 @@ def test_run_json_with_non_strings_is_an_error() -> None:
 
 def test_run_flags_and_mounts() -> None:
     run = only(
-        "RUN --mount=type=cache,target=/root/.cache,id=pip,sharing=locked "
+        "RUN --mount=type=cache,target=/var/cache/pip,id=pip,sharing=locked "
         "--mount=type=secret,id=token,required,env=TOKEN "
         "--mount=type=tmpfs,target=/tmp,size=64m "
         "--mount=type=bind,from=src,source=/a,target=/b,rw "
@@ -138,7 +138,7 @@ def test_run_flags_and_mounts() -> None:
     cache, secret, tmpfs, bind = run.mounts
     assert (cache.type, cache.target, cache.id, cache.sharing, cache.readonly) == (
         "cache",
-        "/root/.cache",
+        "/var/cache/pip",
         "pip",
         "locked",
         False,

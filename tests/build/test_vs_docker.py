@@ -152,6 +152,6 @@ def test_layerkit_image_loads_and_runs_in_docker(docker_cli: str, docker_base: s
           outputs=[f"type=docker,dest={archive},name=layerkit-built:copy"])
     subprocess.run([docker_cli, "load", "-i", str(archive)], check=True, capture_output=True)
     run = subprocess.run([docker_cli, "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh",
-                          "layerkit-built:copy", "-c", ("cat /work/a.txt /unpacked/inner/f.txt && b.sh && "
+                          "layerkit-built:copy", "-c", ("cat /srv/a.txt /unpacked/inner/f.txt && b.sh && "
                           "stat -c '%U %G' /own/a.txt")], check=True, capture_output=True, text=True)
     assert run.stdout.split("\n") == ["hello", "inside", "hi", "nobody nogroup", ""]
