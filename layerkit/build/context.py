@@ -152,9 +152,10 @@ class BuildContext:
         entry.uid = entry.gid = 0
         return entry
 
-    def inode(self, rel: str) -> tuple[int, int, int]:
+    def link_identity(self, rel: str) -> tuple[int, int] | None:
+        """What hard links to ``rel`` share (device, inode), or None when it has a single link."""
         st = os.lstat(self.host(rel))
-        return st.st_dev, st.st_ino, st.st_nlink
+        return (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
 
     def listdir(self, rel: str) -> list[str]:
         """Names in directory ``rel`` that are not ignored, sorted as bytes."""

@@ -119,6 +119,14 @@ class ImageFS:
     def host_path(self, path: str) -> str | None:
         return None
 
+    def link_identity(self, path: str) -> tuple[int, int] | None:
+        """The (layer, member) whose bytes ``path`` shows: paths hard-linked in the image share it."""
+        try:
+            content = self.union.stat(path).content
+        except (OSError, LayerkitError):
+            return None
+        return None if content is None else (content.layer, content.seq)
+
 
 # -- chmod ---------------------------------------------------------------------------------------------
 
@@ -486,7 +494,7 @@ class CopyPlanner:
         self.lower = lower
         self.plan = CopyPlan()
         self._tmp_dir = tmp_dir
-        self._inodes: dict[tuple[int, int], str] = {}
+        self._inodes: dict[tuple[object, ...], str] = {}
 
     # -- the destination view ------------------------------------------------------------------------
     def _dlstat(self, path: str) -> Entry | None:
@@ -618,16 +626,15 @@ class CopyPlanner:
         if existing is not None and existing.is_dir() and not item.entry.is_dir():
             raise CopySourceError(f"cannot replace directory {'/' + target!r} with a {item.entry.type.value}")
         entry = self._meta(item.entry, target, req, chmod)
-        if item.fs is not None and entry.is_file() and item.fs.host_path(item.src) is not None:
-            inode = getattr(item.fs, "inode", None)
-            if inode is not None:
-                dev, ino, nlink = inode(item.src)
-                if nlink > 1:
-                    first = self._inodes.get((dev, ino))
-                    if first is not None and first in self.plan.planned:
-                        entry = replace(entry, type=EntryType.HARDLINK, linkname=first, size=0)
-                    else:
-                        self._inodes[(dev, ino)] = target
+        identity = getattr(item.fs, "link_identity", None)
+        found = identity(item.src) if identity is not None and entry.is_file() else None
+        key = None if found is None else (type(item.fs).__name__, *found)
+        if key is not None:  # hard links copied together stay hard links (as BuildKit keeps them)
+            first = self._inodes.get(key)
+            if first is not None and first in self.plan.planned:
+                entry = replace(entry, type=EntryType.HARDLINK, linkname=first, size=0)
+            else:
+                self._inodes[key] = target
         self._put(_Planned(entry, fs=item.fs, src=item.src, data=item.data, spool=item.spool))
 
     def _copy_tree(self, fs: SourceFS, src: str, target: str, rel: str, req: CopyRequest,

@@ -560,3 +560,17 @@ def test_plain_progress_prints_a_last_output_line_without_newline() -> None:
     render(SimpleNamespace(kind="output", step=3, data=b"il"))
     render(SimpleNamespace(kind="done", step=3, seconds=0.25))
     assert lines == ["#3 first", "#3 tail", "#3 DONE 0.2s"]
+
+
+def test_hard_links_survive_copy_from_the_context_and_from_a_stage(tmp_path: Path, layerkit_home: Path) -> None:
+    ctx = make_context(tmp_path / "ctx", """\
+FROM scratch AS files
+COPY src /src
+FROM scratch
+COPY --from=files /src /app
+""", {"src/a.txt": "hello\n"})
+    (ctx / "src" / "hard").hardlink_to(ctx / "src" / "a.txt")
+    result = build(ctx)
+    copied = layer_entries(result.image.layers[0])
+    assert copied["app/a.txt"][0] == "file" and copied["app/hard"][0] == "hardlink"
+    assert copied["app/hard"][5] == "app/a.txt"  # a link to the copy, not a second file
