@@ -187,12 +187,7 @@ def _stack(lower: _D, upper: list[tuple[str, _D]]) -> None:
             parent, cached = lower.ensure_dir(head), head
         if parent is None:
             continue
-        child = parent.children.get(name)
-        if child is None:
-            if name.startswith(".wh..wh.."):
-                continue
-            child = parent.children[name] = _D()
-        child.size, child.is_dir = node.size, node.is_dir
+        _add_path(parent, name, node.size, node.is_dir)
 
 
 def _layer_tree(items: Iterable[tuple[str, int, bool]]) -> _D:
@@ -208,13 +203,19 @@ def _layer_tree(items: Iterable[tuple[str, int, bool]]) -> _D:
             parent = dirs[raw_head] = root.ensure_dir(raw_head)
         if parent is None:
             continue
-        child = parent.children.get(name)
-        if child is None:
-            if name.startswith(".wh..wh.."):
-                continue
-            child = parent.children[name] = _D()
-        child.size, child.is_dir = size, is_dir
+        _add_path(parent, name, size, is_dir)
     return root
+
+
+def _add_path(parent: _D, name: str, size: int, is_dir: bool) -> None:
+    """dive's ``AddPath`` at the last component: a new child, or new facts for an existing one;
+    an opaque marker (``.wh..wh..*``) is never added as a file."""
+    child = parent.children.get(name)
+    if child is None:
+        if name.startswith(".wh..wh.."):
+            return
+        child = parent.children[name] = _D()
+    child.size, child.is_dir = size, is_dir
 
 
 def _dive_trees(union: Union) -> tuple[list[_D], list[int]]:
