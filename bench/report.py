@@ -272,7 +272,11 @@ def markdown(rows: list[Row], targets: list[Row], meta: dict[str, Any]) -> str:
             "- The inspect target is the multi-hundred-MB archive; on the small many-layer image both "
             "tools finish in well under a second and layerkit's Python start-up dominates."
         ),
-        "- Start-up counts in every layerkit figure: each is a fresh `python -m layerkit` process.",
+        (
+            "- Start-up counts in every layerkit figure: each is a fresh `python -m layerkit` process. The "
+            "`layerkit start-up` row (`layerkit --version`: interpreter, site-packages, the CLI) is the floor "
+            "under all of them."
+        ),
         "",
         "## Targets (issue 8)",
         "",

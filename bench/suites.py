@@ -84,12 +84,13 @@ def unpack_suite(
     layout: Path,
     scratch: Path,
     runs: int,
-    tools: tuple[str, ...] = ("layerkit", "umoci", "tar -x (sequential)"),
+    tools: tuple[str, ...] = ("layerkit", "umoci", "tar -x (sequential)", "layerkit start-up"),
 ) -> None:
     """``layerkit unpack`` vs ``umoci unpack`` vs applying each layer with ``tar -xzf`` in turn.
 
     ``tar -x`` ignores whiteouts (it is a bound, not a correct unpack); umoci also writes its mtree
-    manifest (it hashes every file), which is part of what its unpack costs.
+    manifest (it hashes every file), which is part of what its unpack costs. ``layerkit start-up``
+    (``layerkit --version``: interpreter, site, the CLI) is the floor under every layerkit figure.
     """
     layer_files = _layer_blobs(layout)
     home = scratch / "unpack-home"
@@ -103,6 +104,7 @@ def unpack_suite(
             str(t),
         ],
         "umoci": lambda t: ["umoci", "unpack", "--image", f"{layout}:bench", str(t)],
+        "layerkit start-up": lambda t: [*LAYERKIT, "--version"],
         "tar -x (sequential)": lambda t: [
             "/bin/sh",
             "-c",
