@@ -8,7 +8,9 @@ allocates and (d) fail with one error type naming the layer and the entry. It re
 v7 headers, and PAX sparse 0.1 and 1.0, expanding sparse files to their real size.
 
 Policy: an entry is yielded with a content reader for FILE entries, valid until the next
-iteration; what the caller leaves unread is skipped. Duplicate paths are yielded as they come
+iteration; what the caller leaves unread is skipped. Indexers (the union, inspect) pass
+``content=False``: no reader object per member, the data is stepped over (the per-member cost is
+what bounds inspecting a layer of small files: ~20k members a layer, two headers each with PAX). Duplicate paths are yielded as they come
 (the unioner decides). Consecutive extended headers of the same kind (two ``x``, two ``L``) are
 refused as ambiguous overrides.
 """
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from ..digest import CHUNK
 from ..errors import LayerError, LimitExceededError, TarFormatError, UnsafePathError
@@ -26,7 +29,7 @@ from .entry import Entry, EntryType
 from .limits import DEFAULT_LIMITS, Limits, default_limits, limit_error
 from .paths import clean_member
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "iter_entries", "iter_layer"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "iter_entries", "iter_layer"]
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -36,7 +39,7 @@ _MAX_SIZE = 1 << 62  # beyond any real file; also bounds base-256 nonsense
 class _Source:
     """Buffered, counted reads from the decompressed tar stream."""
 
-    __slots__ = ("_s", "_buf", "_pos", "offset", "max", "lim", "_ratio_cap", "_what", "_scratch")
+    __slots__ = ("_buf", "_pos", "_ratio_cap", "_s", "_scratch", "_what", "lim", "max", "offset")
 
     def __init__(self, stream: BinaryIO, lim: Limits, ratio_cap: int | None, what: str) -> None:
         self._s = stream
@@ -75,7 +78,9 @@ class _Source:
         buf, pos = self._buf, self._pos
         if len(buf) - pos >= BLOCK:
             self._pos = pos + BLOCK
-            self._count(BLOCK)
+            self.offset += BLOCK
+            if self.offset > self.max:
+                raise self.over(self._what)
             return buf[pos : pos + BLOCK]
         rest = buf[pos:]
         while len(rest) < BLOCK:
@@ -94,7 +99,9 @@ class _Source:
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes (n > 0) or TarFormatError."""
-        self._count(n)
+        self.offset += n
+        if self.offset > self.max:
+            raise self.over(self._what)
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
         if avail >= n:
@@ -119,7 +126,9 @@ class _Source:
     def skip(self, n: int) -> None:
         if n <= 0:
             return
-        self._count(n)
+        self.offset += n
+        if self.offset > self.max:
+            raise self.over(self._what)
         avail = len(self._buf) - self._pos
         if avail >= n:
             self._pos += n
@@ -265,15 +274,6 @@ def _num(field: bytes) -> int:
     return int(field, 8)  # ValueError -> caller
 
 
-def _header_sum(blk: bytes) -> int:
-    """Unsigned byte sum of a header block. An ASCII block sums to at most 127 * 512 = 65024,
-    below Adler-32's modulus, so its low half is exactly 1 + the sum, computed in C; other blocks
-    are summed in Python."""
-    if blk.isascii():
-        return (zlib.adler32(blk) & 0xFFFF) - 1
-    return sum(blk)
-
-
 class _Where:
     """``"<layer>: entry '<name>' at byte N"`` for error messages, formatted only when one is raised
     (most headers never need it)."""
@@ -322,16 +322,22 @@ def _pax_int(val: bytes, key: str, what: str) -> int:
 
 def _pax_time_ns(val: bytes, what: str) -> int:
     """``[-]sec[.frac]`` to integer nanoseconds, exactly (never through a float)."""
+    sec, _, frac = val.partition(b".")
+    if sec.isdigit() and len(sec) <= 20 and (not frac or frac.isdigit()):  # the common spelling
+        return int(sec) * 1_000_000_000 + (int(frac[:9].ljust(9, b"0")) if frac else 0)
     s = val.decode("ascii", "replace")
     neg = s.startswith("-")
     if neg:
         s = s[1:]
-    sec, _, frac = s.partition(".")
-    if not sec.isdigit() or (frac and not frac.isdigit()) or len(sec) > 20:
+    sec_s, _, frac_s = s.partition(".")
+    if not sec_s.isdigit() or (frac_s and not frac_s.isdigit()) or len(sec_s) > 20:
         raise TarFormatError(f"{what}: invalid PAX mtime {val[:40]!r}")
-    ns = int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
+    ns = int(sec_s) * 1_000_000_000 + int((frac_s + "000000000")[:9])
     return -ns if neg else ns
 
+
+#: extension headers: PAX (per entry, global), GNU long name, GNU long link
+_EXTENDED = frozenset((b"x", b"g", b"L", b"K"))
 
 _TYPES = {
     b"0": EntryType.FILE,
@@ -394,13 +400,16 @@ def iter_entries(
     limits: Limits | None = None,
     drain: bool = True,
     compressed_size: int | None = None,
+    content: bool = True,
 ) -> Iterator[tuple[Entry, BinaryIO | None]]:
     """Yield ``(entry, content)`` for each member of an uncompressed tar stream.
 
     ``content`` is a reader for FILE entries (``None`` otherwise), valid only until the next
-    iteration. After the end-of-archive marker the rest of ``stream`` is drained (``drain=True``) so
-    a digest-verifying stream underneath sees every byte. Raises TarFormatError (malformed input),
-    UnsafePathError (names escaping the root) and LimitExceededError, all naming ``layer``.
+    iteration. With ``content=False`` (indexing: the union, inspect) no reader is made and every
+    member's data is skipped over; the stream is still read to its end. After the end-of-archive
+    marker the rest of ``stream`` is drained (``drain=True``) so a digest-verifying stream
+    underneath sees every byte. Raises TarFormatError (malformed input), UnsafePathError (names
+    escaping the root) and LimitExceededError, all naming ``layer``.
     ``limits=None`` means :func:`~layerkit.tarfs.limits.default_limits` (the environment's);
     ``compressed_size`` (the blob size of a compressed layer) enables the ratio limit.
     """
@@ -409,7 +418,12 @@ def iter_entries(
     src = _Source(stream, lim, lim.ratio_cap(compressed_size), what)
     globals_: dict[str, bytes] = {}
     count = 0
+    max_entries = lim.max_entries
     current: _FileReader | None = None
+    # hot loop (one pass per member, tens of thousands per layer): locals, inlined fast paths
+    block, skip, types, adler32 = src.block, src.skip, _TYPES, zlib.adler32
+    FILE, DIR, SYMLINK, HARDLINK = EntryType.FILE, EntryType.DIR, EntryType.SYMLINK, EntryType.HARDLINK
+    ewhat: Any  # "<layer>: entry <name> at byte <n>", made only where a message may need it
 
     while True:
         if current is not None:
@@ -420,7 +434,7 @@ def iter_entries(
         longlink: bytes | None = None
         while True:  # collect extension headers until a real member
             hdr_off = src.offset
-            blk = src.block()
+            blk = block()
             if blk is None:
                 if pax is not None or longname is not None or longlink is not None:
                     raise TarFormatError(f"{what}: truncated archive after an extended header")
@@ -431,33 +445,47 @@ def iter_entries(
                 if drain:
                     src.drain()
                 return
-            raw_name = blk[0:100]
-            ewhat: Any = _Where(what, raw_name, hdr_off)
-            # checksum: unsigned sum with the field as spaces; some old tars used signed bytes
+            # checksum: unsigned sum with the field as spaces; some old tars used signed bytes.
+            # An ASCII block sums below Adler-32's modulus: the low half of adler32 is 1 + the sum.
+            chk = blk[148:156]
             try:
-                want = _num(blk[148:156])
+                want = int(chk.rstrip(b"\0 "), 8) if chk[0] < 0x80 else _num(chk)
             except ValueError:
-                raise TarFormatError(f"{ewhat}: invalid header (bad checksum field); not a tar archive?") from None
-            got = _header_sum(blk) - sum(blk[148:156]) + 256
+                try:
+                    want = _num(chk)
+                except ValueError:
+                    ewhat = _Where(what, blk[0:100], hdr_off)
+                    raise TarFormatError(f"{ewhat}: invalid header (bad checksum field); not a tar archive?") from None
+            if blk.isascii():
+                got = (adler32(blk) & 0xFFFF) - (adler32(chk) & 0xFFFF) + 256
+            else:
+                got = sum(blk) - sum(chk) + 256
             if want != got:
                 signed = sum(b - 256 if b > 127 else b for b in blk) - sum(
-                    b - 256 if b > 127 else b for b in blk[148:156]
+                    b - 256 if b > 127 else b for b in chk
                 ) + 256
                 if want != signed:
+                    ewhat = _Where(what, blk[0:100], hdr_off)
                     raise TarFormatError(f"{ewhat}: header checksum mismatch; corrupt or not a tar archive")
             tflag = blk[156:157]
+            size_f = blk[124:136]
             try:
-                size = _num(blk[124:136])
+                size = int(size_f.rstrip(b"\0 "), 8) if size_f[0] < 0x80 else _num(size_f)
             except ValueError:
-                raise TarFormatError(f"{ewhat}: invalid size field") from None
+                try:
+                    size = _num(size_f)
+                except ValueError:
+                    ewhat = _Where(what, blk[0:100], hdr_off)
+                    raise TarFormatError(f"{ewhat}: invalid size field") from None
             if size < 0 or size > _MAX_SIZE:
-                raise TarFormatError(f"{ewhat}: invalid size {size}")
-            if tflag in (b"x", b"g", b"L", b"K"):
+                raise TarFormatError(f"{_Where(what, blk[0:100], hdr_off)}: invalid size {size}")
+            if tflag in _EXTENDED:
+                ewhat = _Where(what, blk[0:100], hdr_off)
                 if size > lim.max_header_bytes:
                     raise limit_error(ewhat, "max_header_bytes",
                                       f"extended header of {size} bytes exceeds the {lim.max_header_bytes}-byte limit")
                 data = src.read(size) if size else b""
-                src.skip(-size % BLOCK)
+                skip(-size % BLOCK)
                 if tflag == b"x":
                     if pax is not None:
                         raise TarFormatError(f"{ewhat}: two PAX headers for one entry")
@@ -478,33 +506,45 @@ def iter_entries(
                     longlink = data.split(b"\0", 1)[0]
                 continue
             if tflag == b"V":  # GNU volume label: not a file
-                src.skip(size + (-size % BLOCK))
+                skip(size + (-size % BLOCK))
                 continue
             break
 
         count += 1
-        if count > lim.max_entries:
-            raise limit_error(what, "max_entries", f"more than {lim.max_entries} entries")
+        if count > max_entries:
+            raise limit_error(what, "max_entries", f"more than {max_entries} entries")
 
         magic = blk[257:263]
         ustar = magic == b"ustar\x00"
-        gnu = blk[257:265] == b"ustar  \x00"
-        name_b = raw_name.split(b"\0", 1)[0]
-        if ustar and blk[345] != 0:
-            name_b = blk[345:500].split(b"\0", 1)[0] + b"/" + name_b
-        name = longname.decode("utf-8", "surrogateescape") if longname is not None else name_b.decode(
-            "utf-8", "surrogateescape"
-        )
-        link = longlink.decode("utf-8", "surrogateescape") if longlink is not None else _str(blk[157:257])
+        posix_or_gnu = ustar or blk[257:265] == b"ustar  \x00"
+        if longname is not None:
+            name = longname.decode("utf-8", "surrogateescape")
+        else:
+            name_b = blk[0:100].split(b"\0", 1)[0]
+            if ustar and blk[345] != 0:
+                name_b = blk[345:500].split(b"\0", 1)[0] + b"/" + name_b
+            name = name_b.decode("utf-8", "surrogateescape")
         try:
-            mode = _num(blk[100:108]) & 0o7777
-            uid = _num(blk[108:116])
-            gid = _num(blk[116:124])
-            mtime_ns = _num(blk[136:148]) * 1_000_000_000
-            devmajor = _num(blk[329:337]) if (ustar or gnu) else 0
-            devminor = _num(blk[337:345]) if (ustar or gnu) else 0
+            try:  # _num's own fast path, inlined; any other spelling takes _num below
+                mode = int(blk[100:108].rstrip(b"\0 "), 8) & 0o7777
+                uid = int(blk[108:116].rstrip(b"\0 "), 8)
+                gid = int(blk[116:124].rstrip(b"\0 "), 8)
+                mtime_ns = int(blk[136:148].rstrip(b"\0 "), 8) * 1_000_000_000
+                if posix_or_gnu:
+                    devmajor = int(blk[329:337].rstrip(b"\0 "), 8)
+                    devminor = int(blk[337:345].rstrip(b"\0 "), 8)
+                else:
+                    devmajor = devminor = 0
+            except ValueError:
+                mode = _num(blk[100:108]) & 0o7777
+                uid = _num(blk[108:116])
+                gid = _num(blk[116:124])
+                mtime_ns = _num(blk[136:148]) * 1_000_000_000
+                devmajor = _num(blk[329:337]) if posix_or_gnu else 0
+                devminor = _num(blk[337:345]) if posix_or_gnu else 0
         except ValueError:
             raise TarFormatError(f"{what}: entry {name!r} at byte {hdr_off}: invalid numeric field") from None
+        link: str | None = longlink.decode("utf-8", "surrogateescape") if longlink is not None else None
         xattrs: dict[str, bytes] = {}
         sparse: tuple[list[tuple[int, int]], int] | None = None
         stored = size
@@ -517,7 +557,9 @@ def iter_entries(
             for key, val in merged.items():
                 if not val:
                     continue  # an empty value restores the header's own field
-                if key == "path":
+                if key == "mtime":
+                    mtime_ns = _pax_time_ns(val, ewhat)
+                elif key == "path":
                     name = val.decode("utf-8", "surrogateescape")
                 elif key == "linkpath":
                     link = val.decode("utf-8", "surrogateescape")
@@ -525,8 +567,6 @@ def iter_entries(
                     stored = size = _pax_int(val, key, ewhat)
                     if size > _MAX_SIZE:
                         raise TarFormatError(f"{ewhat}: invalid PAX size {size}")
-                elif key == "mtime":
-                    mtime_ns = _pax_time_ns(val, ewhat)
                 elif key == "uid":
                     uid = _pax_int(val, key, ewhat)
                 elif key == "gid":
@@ -540,31 +580,36 @@ def iter_entries(
             if "GNU.sparse.major" in merged or "GNU.sparse.map" in merged or "GNU.sparse.size" in merged:
                 sparse, name, used = _pax_sparse(merged, name, src, ewhat, lim)
                 stored = size - used
-        ewhat = _Where(what, name, hdr_off)
 
         if tflag == b"S":
+            ewhat = _Where(what, name, hdr_off)
             sparse = _old_gnu_sparse(blk, src, ewhat)
-        etype = _TYPES.get(tflag)
-        if tflag == b"S":
-            etype = EntryType.FILE
-        if etype is None:
-            if tflag in (b"M", b"N"):
-                raise TarFormatError(f"{ewhat}: unsupported GNU multi-volume/old long-name entry (type {tflag!r})")
-            raise TarFormatError(f"{ewhat}: unknown entry type {tflag!r}")
-        if tflag == b"\0" and name.endswith("/"):
-            etype = EntryType.DIR
+            etype: EntryType | None = FILE
+        else:
+            etype = types.get(tflag)
+            if etype is None:
+                ewhat = _Where(what, name, hdr_off)
+                if tflag in (b"M", b"N"):
+                    raise TarFormatError(f"{ewhat}: unsupported GNU multi-volume/old long-name entry (type {tflag!r})")
+                raise TarFormatError(f"{ewhat}: unknown entry type {tflag!r}")
+            if tflag == b"\0" and name.endswith("/"):
+                etype = DIR
 
         try:
             path = clean_member(name)
-            if etype is EntryType.HARDLINK:
+            if etype is HARDLINK:
+                if link is None:
+                    link = _str(blk[157:257])
                 if not link:
                     raise UnsafePathError(name, "hard link without a target")
                 link = clean_member(link)
         except UnsafePathError as exc:
             raise UnsafePathError(exc.member, exc.reason, layer) from None
 
-        if etype is EntryType.FILE:
+        if etype is FILE:
+            pad = -size % BLOCK
             if sparse is not None:
+                ewhat = _Where(what, name, hdr_off)
                 segs, realsize = sparse
                 _check_segments(segs, realsize, stored, ewhat)
                 if src.offset + stored > src.max:
@@ -573,33 +618,37 @@ def iter_entries(
                     raise limit_error(ewhat, "max_bytes", f"sparse member expands to {realsize} bytes, "
                                       f"past the {lim.max_bytes}-byte uncompressed layer limit")
                 current = _SparseReader(src, stored, segs, realsize)
-                pad = -size % BLOCK
                 entry = Entry(path, etype, mode, uid, gid, realsize, mtime_ns, "", 0, 0, xattrs)
             else:
                 if src.offset + size > src.max:
+                    ewhat = _Where(what, name, hdr_off)
                     raise src.over(ewhat, size)
-                current = _FileReader(src, size)
-                pad = -size % BLOCK
                 entry = Entry(path, etype, mode, uid, gid, size, mtime_ns, "", 0, 0, xattrs)
-            yield entry, current  # type: ignore[misc]
+                if not content:  # nothing to hand out: step over the data
+                    yield entry, None
+                    skip(size + pad)
+                    continue
+                current = _FileReader(src, size)
+            yield entry, (current if content else None)  # type: ignore[misc]
             current._finish()
             current = None
-            src.skip(pad)
+            skip(pad)
             continue
 
-        if etype is EntryType.SYMLINK:
-            linkname = link
-        elif etype is EntryType.HARDLINK:
-            linkname = link
+        if etype is SYMLINK:
+            linkname = link if link is not None else _str(blk[157:257])
+        elif etype is HARDLINK:
+            linkname = link  # type: ignore[assignment]  # set (and cleaned) above
         else:
             linkname = ""
         if not (etype is EntryType.CHAR or etype is EntryType.BLOCK):
             devmajor = devminor = 0
-        entry = Entry(path, etype, mode, uid, gid, 0, mtime_ns, linkname, devmajor, devminor, xattrs)
+        entry = Entry(path, etype, mode, uid, gid, 0, mtime_ns, linkname, devmajor, devminor, xattrs)  # type: ignore[arg-type]
         if size:  # data on a non-file (dumpdir lists, hard links with data): not content
             if src.offset + size > src.max:
+                ewhat = _Where(what, name, hdr_off)
                 raise src.over(ewhat, size)
-            src.skip(size + (-size % BLOCK))
+            skip(size + (-size % BLOCK))
         yield entry, None
 
 

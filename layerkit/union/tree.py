@@ -227,7 +227,8 @@ class Union:
         members: list[tuple[int, Entry]] = []
         stream = layer.open_tar()
         try:
-            entries = iter_entries(stream, layer=label, limits=self.limits, compressed_size=compressed_size(layer))
+            entries = iter_entries(stream, layer=label, limits=self.limits, compressed_size=compressed_size(layer),
+                                   content=False)
             for seq, (entry, _content) in enumerate(entries):
                 if WHITEOUT_PREFIX in entry.path and entry.name.startswith(WHITEOUT_PREFIX):
                     whiteouts.append((seq, entry))
