@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import mediatypes as mt
-from ..digest import Digest, sha256_file
+from ..digest import sha256_file
 from ..errors import (
     BuildError,
     DockerfileSyntaxError,
@@ -52,9 +52,9 @@ from .copy import (
 from .dockerfile import instructions as ins
 from .dockerfile.parser import go_quote
 from .dockerignore import read_ignore_file
-from .memo import BaseImage
 from .executor import Mount, RunOutcome, RunRequest, select_executor
 from .executors.heredoc import run_command
+from .memo import BaseImage
 from .state import DEFAULT_PATH, BuildState, LayerFactory, format_time, scratch_config
 from .users import UnknownUserError, resolve_chown, resolve_user
 
@@ -615,11 +615,42 @@ class Dispatcher:
                                self.history(created_by, False, record.created or None))
         return True
 
-    def _new_layer(self, st: _Stage, key: str, created_by: str, fill: Callable[[Any], Any]) -> None:
-        result = self.layer_factory(fill)
+    def _new_layer(self, st: _Stage, key: str, created_by: str, fill: Callable[[Any], Any],
+                   instr: ins.Instruction | None = None) -> None:
+        """Write a planned step's layer; when a RUN of the stage comes later (``instr`` given),
+        its snapshot too, so that RUN does not unpack the layer again."""
+        staged = self._stage_snapshot(st, instr) if instr is not None else None
+        if staged is None:
+            result = self.layer_factory(fill)
+        else:
+            try:
+                result = self.layer_factory(lambda writer: fill(staged.tee(writer)))
+            except BaseException:
+                staged.discard()
+                raise
         history = self.history(created_by, False)
         self.cache.put(key, CacheRecord(_descriptor(result), result.diff_id, history.created))
         st.state.add_layer_result(result, history)
+        if staged is not None:
+            staged.commit(st.state.chain_id())
+
+    def _stage_snapshot(self, st: _Stage, instr: ins.Instruction) -> Any:
+        """A :class:`~.executors.snapshots.StagedSnapshot` for the layer ``instr`` writes, or None
+        when no later RUN of the stage will stand on it or the executor keeps no snapshots."""
+        instrs = st.spec.instructions
+        at = next((i for i, x in enumerate(instrs) if x is instr), -1)  # -1: an ONBUILD trigger
+        if not any(isinstance(x, ins.Run) for x in instrs[at + 1:]):
+            return None
+        if self._executor is None:
+            try:
+                self._executor = select_executor(self.executor_name)
+            except ExecutorUnavailableError:
+                return None  # the RUN reports it
+        snapshots = getattr(self._executor, "snapshots", None)
+        if snapshots is None:
+            return None
+        epoch = self.layer_factory.source_date_epoch
+        return snapshots(self.store).stage(None if epoch is None else int(epoch) * 1_000_000_000)
 
     def _do_workdir(self, st: _Stage, instr: ins.Workdir) -> bool:
         path = self.expand(st, instr.path, instr)
@@ -644,7 +675,7 @@ class Dispatcher:
                 owner = None
         planner = CopyPlanner(self._union(st) if st.state.layers else None)
         planner.mkdir_all(wd, CopyRequest((), wd, chown=owner, mtime_ns=self.now_ns()))
-        self._new_layer(st, key, created_by, planner.plan.write)
+        self._new_layer(st, key, created_by, planner.plan.write, instr)
         return False
 
     def _dest(self, st: _Stage, raw: str) -> str:
@@ -745,7 +776,7 @@ class Dispatcher:
             except CopySourceError as exc:
                 planner.plan.cleanup()
                 raise self.fail(instr, f"{keyword} failed: {exc}") from None
-            self._new_layer(st, key, created_by, planner.plan.write)
+            self._new_layer(st, key, created_by, planner.plan.write, instr)
             return False
         finally:
             if spool is not None:
@@ -769,7 +800,8 @@ class Dispatcher:
             if base not in ("", ".", "/"):
                 name = base
         path = spool / f"{len(list(spool.iterdir()))}-{name}"
-        from urllib.request import urlopen  # only ADD <url> needs http (~35 ms of imports at start-up)
+        # only ADD <url> needs http (~35 ms of imports at start-up)
+        from urllib.request import urlopen
 
         try:
             with urlopen(url, timeout=60) as resp, open(path, "wb") as out:

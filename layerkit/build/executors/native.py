@@ -155,6 +155,12 @@ class NativeExecutor:
     def run(self, request: RunRequest, *, write_layer: WriteLayer, output: Output) -> RunOutcome:
         return run_on_overlay(request, write_layer, output)
 
+    def snapshots(self, store: Any) -> Snapshots:
+        """Where this executor's steps find their parent's layers unpacked: a builder that knows a
+        layer's entries as it writes them (COPY, ADD) stages the snapshot there too
+        (:meth:`.snapshots.Snapshots.stage`), so the next step unpacks nothing."""
+        return Snapshots(store)
+
 
 def run_on_overlay(request: RunRequest, write_layer: WriteLayer, output: Output, fuse_program: str = "") -> RunOutcome:
     """One step on an overlay of the parent's snapshots: kernel overlayfs, or ``fuse_program``

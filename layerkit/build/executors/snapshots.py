@@ -24,6 +24,7 @@ hostile layer cannot write outside its directory.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import queue
 import shutil
@@ -38,8 +39,10 @@ from ...errors import LayerError
 from ...spec import chain_ids
 from ...tarfs.entry import Entry, EntryType
 from ...tarfs.limits import Limits
+from ...tarfs.paths import clean_member
 from ...tarfs.reader import iter_entries
 from ...tarfs.tree import DEFAULT_XATTR_FILTER
+from ...tarfs.whiteout import opaque_path, whiteout_path
 from ...union.safefs import SafeRoot, copy_to_fd
 from ...union.unpack import unpack
 
@@ -48,8 +51,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from ...image import Image, Layer
     from ...store import LocalStore
+    from ...tarfs.writer import LayerWriter
 
-__all__ = ["OPAQUE_XATTR", "USER_OPAQUE_XATTR", "Snapshots", "extract_overlay_layer", "match_layer"]
+__all__ = ["OPAQUE_XATTR", "USER_OPAQUE_XATTR", "LowerDirWriter", "SnapshotTee", "Snapshots", "StagedSnapshot",
+           "extract_overlay_layer", "match_layer", "unpacked_entry"]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 USER_OPAQUE_XATTR = "user.overlay.opaque"  # what overlayfs mounted with ``userxattr`` (rootless) writes
@@ -60,90 +65,126 @@ def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str =
                           userxattr: bool = False) -> None:
     """Write one layer's entries into the empty ``target_dir`` in overlayfs lower-dir form, within
     ``limits`` (``None``: the environment's defaults); ``userxattr``: the unprivileged flavour (see
-    the module docstring).
+    the module docstring)."""
+    with SafeRoot(target_dir, resolve="never") as safe:
+        lower = LowerDirWriter(safe, userxattr=userxattr)
+        for entry, content in iter_entries(tar_stream, layer=layer, limits=limits, compressed_size=compressed_size):
+            lower.add(entry, content)
+        lower.finish()
 
-    The target starts empty, so what exists in it is exactly what this extraction made (``made``):
-    a path not made yet needs no ``lstat`` before it is created, and a regular file gets its owner,
+
+class LowerDirWriter:
+    """One layer's entries, in layer order, written into an empty directory in overlayfs lower-dir
+    form: what :func:`extract_overlay_layer` makes of the layer's tar, entry by entry.
+
+    The target starts empty, so what exists in it is exactly what this writer made (``made``): a
+    path not made yet needs no ``lstat`` before it is created, and a regular file gets its owner,
     mode, xattrs and times through the fd it was written with — one path resolution per file
     instead of six (this runs for every file of every layer a RUN step stands on)."""
-    dirs: list[tuple[str, int, int, int, int]] = []  # metadata applied last: children change mtimes
-    opaque_xattr = USER_OPAQUE_XATTR if userxattr else OPAQUE_XATTR
-    made: set[str] = set()
-    with SafeRoot(target_dir, resolve="never") as safe:
-        root: SafeRoot = _Unprivileged(safe) if userxattr else safe  # type: ignore[assignment]
 
-        def ensure_parents(path: str) -> None:
-            head = path.rpartition("/")[0]
-            if head and head not in made:
-                ensure_parents(head)
-                root.mkdir(head, 0o755)
-                made.add(head)
+    def __init__(self, safe: SafeRoot, *, userxattr: bool = False) -> None:
+        self.userxattr = userxattr
+        self._root: SafeRoot = _Unprivileged(safe) if userxattr else safe  # type: ignore[assignment]
+        self._opaque_xattr = USER_OPAQUE_XATTR if userxattr else OPAQUE_XATTR
+        self._made: set[str] = set()
+        #: directory metadata, applied last: children change mtimes
+        self._dirs: list[tuple[str, int, int, int, int]] = []
 
-        def clear(path: str) -> None:
-            """Remove what an earlier entry of this layer put at ``path`` (a later one replaces it)."""
-            if path in made:
-                root.remove(path)
-                prefix = path + "/"
-                made.difference_update([p for p in made if p == path or p.startswith(prefix)])
+    def _ensure_parents(self, path: str) -> None:
+        head = path.rpartition("/")[0]
+        if head and head not in self._made:
+            self._ensure_parents(head)
+            self._root.mkdir(head, 0o755)
+            self._made.add(head)
 
-        for entry, content in iter_entries(tar_stream, layer=layer, limits=limits, compressed_size=compressed_size):
-            path = entry.path
-            if path == ".":
-                dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
-                continue
-            ensure_parents(path)
-            if entry.is_opaque:
-                parent = path.rpartition("/")[0]
-                if parent and parent not in made:
-                    root.mkdir(parent, 0o755)
-                    made.add(parent)
-                root.setxattr(parent, opaque_xattr, b"y")
-                continue
-            if entry.is_whiteout:
-                path = entry.whiteout_target
-                clear(path)
-                root.mknod(path, "char", 0, 0, 0)
-                made.add(path)
-                continue
-            t = entry.type
-            if path in made:
-                old = root.lstat(path)
-                if old is not None and not (t is EntryType.DIR and stat.S_ISDIR(old.st_mode)):
-                    clear(path)
-            made.add(path)
-            if t is EntryType.DIR:
-                root.mkdir(path, 0o700)
-                for key, value in entry.xattrs.items():
-                    root.setxattr(path, key, value)
-                dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
-                continue
-            if t is EntryType.FILE:
-                assert content is not None
-                fd = root.create_file(path, 0o600)
-                try:
-                    copy_to_fd(content, fd)
-                    _fd_metadata(fd, entry, userxattr)
-                finally:
-                    os.close(fd)
-                continue
-            if t is EntryType.HARDLINK:
-                root.link(path, entry.linkname)
-                continue  # the inode's metadata is the target's
-            if t is EntryType.SYMLINK:
-                root.symlink(path, entry.linkname)
-            elif t is EntryType.CHAR or t is EntryType.BLOCK:
-                root.mknod(path, "char" if t is EntryType.CHAR else "block", entry.mode, entry.devmajor, entry.devminor)
-            elif t is EntryType.FIFO:
-                root.mkfifo(path, entry.mode)
-            root.chown(path, entry.uid, entry.gid)
-            root.chmod(path, entry.mode)  # after chown, which clears setuid/setgid
-            for key, value in entry.xattrs.items():  # after chown, which clears security.capability
+    def _clear(self, path: str) -> None:
+        """Remove what an earlier entry of this layer put at ``path`` (a later one replaces it)."""
+        if path in self._made:
+            self._root.remove(path)
+            prefix = path + "/"
+            self._made.difference_update([p for p in self._made if p == path or p.startswith(prefix)])
+
+    def _claim(self, path: str, t: EntryType) -> None:
+        """Make room for a new entry at ``path`` (not a whiteout) and record it as made."""
+        self._ensure_parents(path)
+        if path in self._made:
+            old = self._root.lstat(path)
+            if old is not None and not (t is EntryType.DIR and stat.S_ISDIR(old.st_mode)):
+                self._clear(path)
+        self._made.add(path)
+
+    def create_file(self, entry: Entry) -> int:
+        """The fd (write-only) of the new regular file ``entry.path``; write its bytes, then
+        :meth:`file_done`."""
+        self._claim(entry.path, EntryType.FILE)
+        return self._root.create_file(entry.path, 0o600)
+
+    def file_done(self, fd: int, entry: Entry) -> None:
+        """Owner, mode, xattrs and times of the file just written to ``fd`` (the caller closes it)."""
+        _fd_metadata(fd, entry, self.userxattr)
+
+    def add(self, entry: Entry, content: BinaryIO | None) -> None:
+        """Write one entry as read from a layer (``content``: a FILE's bytes)."""
+        root = self._root
+        path = entry.path
+        if path == ".":
+            self._dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
+            return
+        if entry.is_opaque:
+            self._ensure_parents(path)
+            parent = path.rpartition("/")[0]
+            if parent and parent not in self._made:
+                root.mkdir(parent, 0o755)
+                self._made.add(parent)
+            root.setxattr(parent, self._opaque_xattr, b"y")
+            return
+        if entry.is_whiteout:
+            self._ensure_parents(path)
+            path = entry.whiteout_target
+            self._clear(path)
+            root.mknod(path, "char", 0, 0, 0)
+            self._made.add(path)
+            return
+        t = entry.type
+        if t is EntryType.FILE:
+            assert content is not None
+            fd = self.create_file(entry)
+            try:
+                copy_to_fd(content, fd)
+                _fd_metadata(fd, entry, self.userxattr)
+            finally:
+                os.close(fd)
+            return
+        self._claim(path, t)
+        if t is EntryType.DIR:
+            root.mkdir(path, 0o700)
+            for key, value in entry.xattrs.items():
                 root.setxattr(path, key, value)
-            root.utimens(path, entry.mtime_ns, entry.mtime_ns)
-        for path, mode, uid, gid, mtime_ns in reversed(dirs):
+            self._dirs.append((path, entry.mode, entry.uid, entry.gid, entry.mtime_ns))
+            return
+        if t is EntryType.HARDLINK:
+            root.link(path, entry.linkname)
+            return  # the inode's metadata is the target's
+        if t is EntryType.SYMLINK:
+            root.symlink(path, entry.linkname)
+        elif t is EntryType.CHAR or t is EntryType.BLOCK:
+            root.mknod(path, "char" if t is EntryType.CHAR else "block", entry.mode, entry.devmajor, entry.devminor)
+        elif t is EntryType.FIFO:
+            root.mkfifo(path, entry.mode)
+        root.chown(path, entry.uid, entry.gid)
+        root.chmod(path, entry.mode)  # after chown, which clears setuid/setgid
+        for key, value in entry.xattrs.items():  # after chown, which clears security.capability
+            root.setxattr(path, key, value)
+        root.utimens(path, entry.mtime_ns, entry.mtime_ns)
+
+    def finish(self) -> None:
+        """Apply the directories' metadata, deepest last-written first."""
+        root = self._root
+        for path, mode, uid, gid, mtime_ns in reversed(self._dirs):
             root.chown(path if path != "." else "", uid, gid)
             root.chmod(path if path != "." else "", mode)
             root.utimens(path if path != "." else "", mtime_ns, mtime_ns)
+        self._dirs = []
 
 
 def _fd_metadata(fd: int, entry: Entry, userxattr: bool) -> None:
@@ -204,6 +245,186 @@ def match_layer(upper: str, written: Iterable[tuple[Entry, str]], clamp_ns: int 
             continue
         mtime = entry.mtime_ns if clamp_ns is None else min(entry.mtime_ns, clamp_ns)
         os.utime(host, ns=(mtime, mtime), follow_symlinks=False)
+
+
+def unpacked_entry(entry: Entry, clamp_ns: int | None) -> Entry:
+    """``entry`` as reading back the layer :class:`~layerkit.tarfs.writer.LayerWriter` writes from
+    it gives it: path and hard-link target cleaned, permission bits only, mtime clamped to
+    ``clamp_ns``, size and device numbers only where the type has them, no empty xattrs (a PAX
+    record with an empty value restores nothing)."""
+    t = entry.type
+    mtime = entry.mtime_ns if clamp_ns is None or entry.mtime_ns <= clamp_ns else clamp_ns
+    if t is EntryType.HARDLINK:
+        link = clean_member(entry.linkname)
+    else:
+        link = entry.linkname if t is EntryType.SYMLINK else ""
+    dev = t is EntryType.CHAR or t is EntryType.BLOCK
+    return Entry(entry.path if entry.path == "." else clean_member(entry.path), t, entry.mode & 0o7777, entry.uid,
+                 entry.gid, entry.size if t is EntryType.FILE else 0, mtime, link,
+                 entry.devmajor if dev else 0, entry.devminor if dev else 0,
+                 {k: v for k, v in entry.xattrs.items() if v})
+
+
+class SnapshotTee:
+    """Stands in for the :class:`~layerkit.tarfs.writer.LayerWriter` of a layer whose snapshot is
+    written at the same time (see :meth:`Snapshots.stage`): each entry goes to the layer and, as
+    unpacking the layer would give it, to the snapshot.
+
+    A regular file's bytes are read once, into the layer writer's buffer, and written from that
+    same buffer into the snapshot's own new file (:class:`_TeeReader`): the two hold the same
+    bytes even if the source changes meanwhile, and a later change to a context file can never
+    reach the snapshot (no hard link to it). The layer writer's rules for a source whose size is
+    not ``entry.size`` hold: shorter is an error, a longer file is cut. An entry the snapshot
+    cannot take (one unpacking would refuse too, such as a path below a symlink from an ADDed
+    archive) only drops the snapshot (:attr:`broken`): the layer is written as without it, and a
+    step that needs the snapshot unpacks the layer, and reports."""
+
+    def __init__(self, writer: LayerWriter, lower: LowerDirWriter, clamp_ns: int | None) -> None:
+        self._writer = writer
+        self._lower = lower
+        self._clamp_ns = clamp_ns
+        self.broken = False
+
+    def add(self, entry: Entry, content: BinaryIO | None = None) -> None:
+        self._add(entry, content, None)
+
+    def add_file_from_path(self, entry: Entry, host_path: str) -> None:
+        self._add(entry, None, host_path)
+
+    def add_whiteout(self, path: str, *, mtime_ns: int = 0) -> None:
+        self.add(Entry(whiteout_path(clean_member(path)), EntryType.FILE, mode=0o644, mtime_ns=mtime_ns))
+
+    def add_opaque(self, dir_path: str, *, mtime_ns: int = 0) -> None:
+        self.add(Entry(opaque_path(clean_member(dir_path)), EntryType.FILE, mode=0o644, mtime_ns=mtime_ns))
+
+    def _plain(self, entry: Entry, content: BinaryIO | None, host_path: str | None) -> None:
+        if host_path is None:
+            self._writer.add(entry, content)
+        else:
+            self._writer.add_file_from_path(entry, host_path)
+
+    def _add(self, entry: Entry, content: BinaryIO | None, host_path: str | None) -> None:
+        if self.broken:
+            self._plain(entry, content, host_path)
+            return
+        seen = unpacked_entry(entry, self._clamp_ns)
+        if entry.type is not EntryType.FILE or entry.size == 0 or seen.is_whiteout:
+            # a ".wh." file (ADD of such an archive) unpacks as a whiteout: no bytes to share
+            self._plain(entry, content, host_path)
+            try:
+                self._lower.add(seen, io.BytesIO(b""))
+            except (OSError, LayerError):
+                self.broken = True
+            return
+        try:
+            fd = self._lower.create_file(seen)
+        except (OSError, LayerError):
+            self.broken = True
+            self._plain(entry, content, host_path)
+            return
+        try:
+            if host_path is None:
+                if content is None:
+                    raise LayerError(f"writing {entry.path!r}: a file of {entry.size} bytes needs content")
+                self._writer.add(entry, _TeeReader(content, fd, entry, ""))  # type: ignore[arg-type]
+            else:
+                src = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    with io.FileIO(src, "rb", closefd=False) as raw:
+                        self._writer.add(entry, _TeeReader(raw, fd, entry, host_path))  # type: ignore[arg-type]
+                finally:
+                    os.close(src)
+            self._lower.file_done(fd, seen)
+        finally:
+            os.close(fd)
+
+
+class _TeeReader:
+    """The bytes of one file for the layer writer, written on into the snapshot's copy (``fd``) as
+    they are read: one read, no second copy. From a host file (``host_path``), bytes past
+    ``entry.size`` are not taken and a file that shrank is an error, as in ``add_file_from_path``."""
+
+    def __init__(self, source: BinaryIO, fd: int, entry: Entry, host_path: str) -> None:
+        self._source = source
+        self._fd = fd
+        self._left = entry.size
+        self._entry = entry
+        self._host_path = host_path
+
+    def readinto(self, buf: memoryview) -> int:
+        readinto = getattr(self._source, "readinto", None)
+        if readinto is not None:
+            got = readinto(buf[: self._left]) or 0
+        else:
+            chunk = self._source.read(min(len(buf), self._left))
+            got = len(chunk)
+            buf[:got] = chunk
+        if not got:
+            if self._host_path and self._left:
+                raise LayerError(
+                    f"writing {self._entry.path!r} from {self._host_path}: the file shrank while being read "
+                    f"({self._left} of {self._entry.size} bytes missing)"
+                )
+            return 0
+        view = buf[:got]
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._left -= got
+        return got
+
+    def read(self, n: int = -1) -> bytes:
+        """Only the writer's end-of-file check calls this: a host file's extra bytes are ignored."""
+        if self._host_path:
+            return b""
+        return self._source.read(n)
+
+
+class StagedSnapshot:
+    """A snapshot being written beside the layer it belongs to (:meth:`Snapshots.stage`): fill it
+    through :meth:`tee`, then :meth:`commit` it under the layer's chain ID — or :meth:`discard` it."""
+
+    def __init__(self, snaps: Snapshots, clamp_ns: int | None) -> None:
+        self._snaps = snaps
+        self._clamp_ns = clamp_ns
+        self.dir = Path(tempfile.mkdtemp(prefix=".tmp-copy-", dir=snaps.root))
+        self.dir.chmod(0o755)  # as _atomic makes a snapshot's root
+        self._safe: SafeRoot | None = SafeRoot(self.dir, resolve="never")
+        self._lower = LowerDirWriter(self._safe, userxattr=snaps.userxattr)
+        self._tees: list[SnapshotTee] = []
+
+    def tee(self, writer: LayerWriter) -> SnapshotTee:
+        tee = SnapshotTee(writer, self._lower, self._clamp_ns)
+        self._tees.append(tee)
+        return tee
+
+    def commit(self, chain_id: str) -> bool:
+        """Finish the directory and move it into place; False (and discarded) when the snapshot
+        could not take an entry or one is there already (a concurrent builder's: same content)."""
+        final = self._snaps.path(chain_id)
+        if any(t.broken for t in self._tees) or final.is_dir():
+            self.discard()
+            return False
+        try:
+            self._lower.finish()
+        except (OSError, LayerError):
+            self.discard()
+            return False
+        self._close()
+        try:
+            os.rename(self.dir, final)
+        except OSError:
+            self.discard()
+            return False
+        return True
+
+    def discard(self) -> None:
+        self._close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _close(self) -> None:
+        if self._safe is not None:
+            self._safe.close()
+            self._safe = None
 
 
 class _Unprivileged:
@@ -361,6 +582,12 @@ class Snapshots:
         except OSError:  # ENOTEMPTY/EEXIST: a concurrent builder stored it first; EXDEV
             return False
         return True
+
+    def stage(self, clamp_ns: int | None) -> StagedSnapshot:
+        """A snapshot written while its layer is (COPY, ADD, WORKDIR: the step knows every entry
+        before it writes it), so the next RUN finds its lower dir ready instead of unpacking the
+        layer. ``clamp_ns``: the layer writer's ``SOURCE_DATE_EPOCH`` clamp."""
+        return StagedSnapshot(self, clamp_ns)
 
     def _unpack(self, layer: Layer, final: Path) -> None:
         def fill(tmp: Path) -> None:
