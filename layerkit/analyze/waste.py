@@ -218,8 +218,10 @@ def _add_path(parent: _D, name: str, size: int, is_dir: bool) -> None:
     child.size, child.is_dir = size, is_dir
 
 
-def _dive_trees(union: Union) -> tuple[list[_D], list[int]]:
-    trees, sizes = [], []
+def _dive_layers(union: Union) -> tuple[list[list[tuple[str, int, bool]]], list[list[str]], list[int]]:
+    """Per layer: its members as ``(path, header size, is_dir)``, its whiteout markers, its size."""
+    layers, markers, sizes = [], [], []
+    FILE, DIR = EntryType.FILE, EntryType.DIR
     for i in range(len(union.layers)):
         items = []
         total = 0
@@ -228,35 +230,89 @@ def _dive_trees(union: Union) -> tuple[list[_D], list[int]]:
                 continue
             e = node.entry
             t = e.type
-            size = e.size if t is EntryType.FILE else 0
+            size = e.size if t is FILE else 0
             total += size
-            items.append((node.path, size, t is EntryType.DIR))
-        # header size 0: whiteout markers carry no data
-        items.extend((marker, 0, False) for marker in union.whiteouts(i))
-        trees.append(_layer_tree(items))
+            items.append((node.path, size, t is DIR))
+        layers.append(items)
+        markers.append(union.whiteouts(i))
         sizes.append(total)
-    return trees, sizes
+    return layers, markers, sizes
 
 
 def dive_figures(union: Union) -> DiveFigures:
-    trees, layer_sizes = _dive_trees(union)
-    return _efficiency(trees, layer_sizes)
+    layers, markers, sizes = _dive_layers(union)
+    return _efficiency(layers, markers, sizes)
 
 
 class _Abort(Exception):
     pass
 
 
-def _efficiency(trees: list[_D], layer_sizes: Iterable[int]) -> DiveFigures:
+class _Related:
+    """Which paths can matter to dive's lookups of whiteout targets in the stacked tree: the
+    targets, their ancestors and everything below them. An operation on any other path changes
+    neither whether a target exists nor its payload nor its subtree, so the stacked tree needs
+    only these (a few nodes instead of every path of every lower layer)."""
+
+    def __init__(self, targets: set[str]) -> None:
+        self.targets = targets
+        self.ancestors: set[str] = set()
+        for t in targets:
+            while t:
+                self.ancestors.add(t)
+                t = t.rpartition("/")[0]
+        self.tops = {t.split("/", 2)[1] for t in targets}
+
+    def __call__(self, raw: str) -> bool:
+        """``raw``: a ``/a/b`` path (a whiteout is tested by the path it deletes)."""
+        if raw in self.ancestors:
+            return True
+        if raw.split("/", 2)[1] not in self.tops:
+            return False
+        head = raw.rpartition("/")[0]
+        while head:
+            if head in self.targets:
+                return True
+            head = head.rpartition("/")[0]
+        return False
+
+
+def _efficiency(layers: list[list[tuple[str, int, bool]]], markers: list[list[str]],
+                layer_sizes: list[int]) -> DiveFigures:
+    """dive's score over the layers' members and whiteout markers. A layer without whiteouts is
+    summed from its leaves directly (any order gives the same sums); a layer with whiteouts is
+    visited as dive does, in order, against the stack of the layers below, which is built only
+    then and only from the paths :class:`_Related` to some whiteout."""
     # path -> [cumulative, minimum, count]
     seen: dict[str, list[int]] = {}
-    # the stacked tree starts as the first layer's (dive copies it; nothing else reads that tree)
-    stacked = trees[0] if trees else _D()
-    previous: list[tuple[str, _D]] = []
-    for idx, tree in enumerate(trees):
-        if idx > 0:
-            _stack(stacked, previous)
-        visit = tree.visit()  # before any stacking touches it (the first tree is the stacked one)
+    related = _Related({_dive_path("/" + m) for ms in markers for m in ms})
+
+    def keep(raw: str) -> bool:
+        return related(raw) or (".wh." in raw and related(_dive_path(raw)))
+
+    def with_markers(j: int) -> list[tuple[str, int, bool]]:
+        # header size 0: whiteout markers carry no data
+        return layers[j] + [(m, 0, False) for m in markers[j]]
+
+    # what dive looks a whiteout of layer k up in (its StackTreeRange(trees, 0, k-1)): a copy of
+    # the first layer's tree, then layers 0..k-1 stacked on it (the first one twice over, as dive does)
+    stacked = _D()
+    stages = 0  # stage 0: the copy of the first tree; stage s > 0: layer s-1 stacked
+    visits: dict[int, list[tuple[str, _D]]] = {}  # the exact visits of layers with whiteouts
+
+    for idx in range(len(layers)):
+        if not markers[idx]:
+            _add_leaves(seen, layers[idx])
+            continue
+        visit = visits[idx] = _layer_tree(with_markers(idx)).visit()
+        for stage in range(stages, idx + 1):
+            if stage == 0:
+                stacked = _layer_tree([it for it in with_markers(0) if keep("/" + it[0])])
+            elif stage - 1 in visits:
+                _stack(stacked, [(raw, node) for raw, node in visits[stage - 1] if keep(raw)])
+            else:  # no whiteouts: only additions, whose order does not matter
+                _stack(stacked, _layer_tree([it for it in layers[stage - 1] if keep("/" + it[0])]).visit())
+        stages = max(stages, idx + 1)
         try:
             for raw, node in visit:
                 if node.children:
@@ -279,10 +335,32 @@ def _efficiency(trees: list[_D], layer_sizes: Iterable[int]) -> DiveFigures:
                 rec[2] += 1
         except _Abort:
             pass
-        previous = visit
     total = sum(r[0] for r in seen.values())
     score = 1.0 if total == 0 else sum(r[1] for r in seen.values()) / total
     wasted = sum(r[0] for r in seen.values() if r[2] >= 2)
-    sizes = list(layer_sizes)
-    user = sum(sizes[1:])
-    return DiveFigures(score, wasted, wasted / user if user else None, sum(sizes), user)
+    user = sum(layer_sizes[1:])
+    return DiveFigures(score, wasted, wasted / user if user else None, sum(layer_sizes), user)
+
+
+def _add_leaves(seen: dict[str, list[int]], items: list[tuple[str, int, bool]]) -> None:
+    """The leaves of a whiteout-free layer's tree (members nothing else is below; the last of
+    duplicates wins, as in the tree) added to dive's per-path sums."""
+    sizes: dict[str, int] = {}
+    inner: set[str] = set()
+    for path, size, _is_dir in items:
+        sizes[path] = size
+        head = path.rpartition("/")[0]
+        while head and head not in inner:
+            inner.add(head)
+            head = head.rpartition("/")[0]
+    for path, size in sizes.items():
+        if path in inner:
+            continue
+        rec = seen.get("/" + path)
+        if rec is None:
+            seen["/" + path] = [size, size, 1]
+        else:
+            rec[0] += size
+            if rec[1] < 0 or size < rec[1]:
+                rec[1] = size
+            rec[2] += 1
