@@ -43,6 +43,11 @@ def _layer_of(top: str) -> int:
     raise AssertionError(f"layerkit/{top} is in no layer of tests/test_architecture.py: add it")
 
 
+def _is_module(package: str, name: str) -> bool:
+    base = PACKAGE.parent.joinpath(*package.split("."), name)
+    return base.with_suffix(".py").is_file() or base.is_dir()
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module) of every import in ``path``, function-level ones included."""
     rel = path.relative_to(PACKAGE.parent).with_suffix("")
@@ -55,8 +60,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             if node.level:
                 base = package[: len(package) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
-                if not node.module:
-                    out += [(node.lineno, f"{mod}.{a.name}") for a in node.names]
+                if not node.module:  # `from .. import x`: x is a submodule, or a name of the package itself
+                    out += [(node.lineno, f"{mod}.{a.name}" if _is_module(mod, a.name) else f"{mod}.__init__")
+                            for a in node.names]
                     continue
             else:
                 mod = node.module or ""

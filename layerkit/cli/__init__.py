@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from .. import __version__
 from ..errors import LayerkitError
 
 __all__ = ["cli", "main"]
@@ -81,7 +82,7 @@ class LazyGroup(click.Group):
     envvar="LAYERKIT_HOME",
     help="Local store directory (default: ~/.local/share/layerkit, or $LAYERKIT_HOME).",
 )
-@click.version_option(package_name="layerkit")
+@click.version_option(__version__, prog_name="layerkit")  # not package_name: importlib.metadata costs 15 ms
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, home: str | None) -> None:
     """Build, inspect, diff and unpack container images — no daemon needed."""
