@@ -117,6 +117,9 @@ def _collect(nodes: Iterable[Node], with_layer: bool) -> Privileged:
             continue
         inode = node.content if t is EntryType.HARDLINK and node.content is not None else node
         e = inode.entry
+        mode = e.mode
+        if not (mode & 0o6002 or e.xattrs or e.type is EntryType.CHAR or e.type is EntryType.BLOCK):
+            continue  # the common case, decided before anything is built for it
         base: dict[str, Any] = {"path": "/" + node.path if node.path != "." else "/", "mode": f"{e.mode:04o}",
                                 "uid": e.uid, "gid": e.gid}
         if with_layer:
