@@ -20,6 +20,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ from .builder import BuildEvent, Secret
 from .cache import CacheRecord, StepCache, cache_key
 from .context import BuildContext
 from .copy import (
+    CopyPlan,
     CopyPlanner,
     CopyRequest,
     CopySourceError,
@@ -214,6 +216,8 @@ class Dispatcher:
         self.stages: dict[int, _Stage] = {}
         self.external: dict[str, Image] = {}
         self._executor: Any = None
+        self._probe: threading.Thread | None = None
+        self._probed: Any = None
         # for the build memo: every step as shown, the store images read, and why the result could
         # differ if the build ran again (then it is not memoized)
         self.trail: list[dict[str, Any]] = []
@@ -269,8 +273,30 @@ class Dispatcher:
             target_index = len(stages) - 1
         self.needed = self._needed(target_index)
         self.total = len(self.needed)
+        if any(isinstance(i, ins.Run) for n in self.needed for i in stages[n].instructions):
+            self._probe = threading.Thread(target=self._pick_executor, name="layerkit-executor-probe", daemon=True)
+            self._probe.start()
         image = self._build_stage(target_index)
         return image
+
+    def _pick_executor(self) -> None:
+        """Choose the RUN executor ahead of the first step that needs it: the choice probes the
+        sandbox, which starts the launcher process (~0.1 s), while the steps before run."""
+        try:
+            self._probed = select_executor(self.executor_name)
+        except Exception:  # noqa: BLE001 - the step that needs the executor selects again and reports
+            self._probed = None
+
+    def _get_executor(self) -> Any:
+        """The RUN executor; raises ExecutorUnavailableError when none can run here."""
+        if self._executor is None:
+            if self._probe is not None:
+                self._probe.join()
+                self._probe = None
+                self._executor = self._probed
+            if self._executor is None:
+                self._executor = select_executor(self.executor_name)
+        return self._executor
 
     def _global_args(self) -> dict[str, str | None]:
         build = self.platform
@@ -615,16 +641,18 @@ class Dispatcher:
                                self.history(created_by, False, record.created or None))
         return True
 
-    def _new_layer(self, st: _Stage, key: str, created_by: str, fill: Callable[[Any], Any],
+    def _new_layer(self, st: _Stage, key: str, created_by: str, plan: CopyPlan,
                    instr: ins.Instruction | None = None) -> None:
         """Write a planned step's layer; when a RUN of the stage comes later (``instr`` given),
         its snapshot too, so that RUN does not unpack the layer again."""
+        fill = plan.write
+        size_hint = sum(p.entry.size for p in plan.planned.values())
         staged = self._stage_snapshot(st, instr) if instr is not None else None
         if staged is None:
-            result = self.layer_factory(fill)
+            result = self.layer_factory(fill, size_hint=size_hint)
         else:
             try:
-                result = self.layer_factory(lambda writer: fill(staged.tee(writer)))
+                result = self.layer_factory(lambda writer: fill(staged.tee(writer)), size_hint=size_hint)
             except BaseException:
                 staged.discard()
                 raise
@@ -641,12 +669,11 @@ class Dispatcher:
         at = next((i for i, x in enumerate(instrs) if x is instr), -1)  # -1: an ONBUILD trigger
         if not any(isinstance(x, ins.Run) for x in instrs[at + 1:]):
             return None
-        if self._executor is None:
-            try:
-                self._executor = select_executor(self.executor_name)
-            except ExecutorUnavailableError:
-                return None  # the RUN reports it
-        snapshots = getattr(self._executor, "snapshots", None)
+        try:
+            executor = self._get_executor()
+        except ExecutorUnavailableError:
+            return None  # the RUN reports it
+        snapshots = getattr(executor, "snapshots", None)
         if snapshots is None:
             return None
         epoch = self.layer_factory.source_date_epoch
@@ -675,7 +702,7 @@ class Dispatcher:
                 owner = None
         planner = CopyPlanner(self._union(st) if st.state.layers else None)
         planner.mkdir_all(wd, CopyRequest((), wd, chown=owner, mtime_ns=self.now_ns()))
-        self._new_layer(st, key, created_by, planner.plan.write, instr)
+        self._new_layer(st, key, created_by, planner.plan, instr)
         return False
 
     def _dest(self, st: _Stage, raw: str) -> str:
@@ -776,7 +803,7 @@ class Dispatcher:
             except CopySourceError as exc:
                 planner.plan.cleanup()
                 raise self.fail(instr, f"{keyword} failed: {exc}") from None
-            self._new_layer(st, key, created_by, planner.plan.write, instr)
+            self._new_layer(st, key, created_by, planner.plan, instr)
             return False
         finally:
             if spool is not None:
@@ -849,11 +876,10 @@ class Dispatcher:
         mounts, cleanup = self._resolve_mounts(st, instr)
         mounts, cleanup = command.with_script_mount(mounts, cleanup, self.store.tmp_dir)
         try:
-            if self._executor is None:
-                try:
-                    self._executor = select_executor(self.executor_name)
-                except ExecutorUnavailableError as exc:
-                    raise ExecutorUnavailableError(f"{self.loc(instr)}: {exc}") from None
+            try:
+                executor = self._get_executor()
+            except ExecutorUnavailableError as exc:
+                raise ExecutorUnavailableError(f"{self.loc(instr)}: {exc}") from None
             request = RunRequest(
                 image=st.state.image(), argv=tuple(argv), env=tuple(run_env), workdir=workdir, uid=ids.uid,
                 gid=ids.gid, groups=ids.groups, platform=st.platform, store=self.store, user=user,
@@ -861,7 +887,7 @@ class Dispatcher:
                 step=" ".join(instr.original.split()), location=self.loc(instr),
             )
             step = self.step_no
-            outcome: RunOutcome = self._executor.run(
+            outcome: RunOutcome = executor.run(
                 request, write_layer=self.layer_factory,
                 output=lambda data: self.emit("output", step=step, data=data),
             )

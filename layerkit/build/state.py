@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..store import LocalStore
     from ..tarfs.writer import LayerResult, LayerWriter
 
-__all__ = ["DEFAULT_PATH", "BuildState", "LayerFactory", "format_time", "scratch_config"]
+__all__ = ["DEFAULT_PATH", "SMALL_LAYER", "BuildState", "LayerFactory", "format_time", "scratch_config"]
 
 #: BuildKit's default PATH (``system.DefaultPathEnv`` on Linux).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -46,20 +46,29 @@ def scratch_config(platform: Platform) -> ImageConfig:
     )
 
 
+#: a layer with less file content than this is written in the calling thread: the writer's worker
+#: thread and buffer pool cost more than the overlap saves (gzip, measured: 1.2 ms against 4 ms
+#: for 40 KB, 3.9 against 6.5 ms for 1 MiB; even at 4 MiB)
+SMALL_LAYER = 2 << 20
+
+
 class LayerFactory:
     """Writes one layer blob into the store with the build's compression and SOURCE_DATE_EPOCH;
-    the ``write_layer`` callback executors receive."""
+    the ``write_layer`` callback executors receive. A caller that knows how many bytes of file
+    content the layer will hold passes ``size_hint`` (small layers skip the writer's thread)."""
 
     def __init__(self, store: LocalStore, compression: mt.Compression, source_date_epoch: int | None) -> None:
         self.store = store
         self.compression = compression
         self.source_date_epoch = source_date_epoch
 
-    def __call__(self, fill: Callable[[LayerWriter], Any]) -> LayerResult:
+    def __call__(self, fill: Callable[[LayerWriter], Any], *, size_hint: int | None = None) -> LayerResult:
         from ..tarfs.writer import LayerWriter  # only a step that runs writes a layer
 
+        threads = 1 if size_hint is not None and size_hint < SMALL_LAYER else 0
         with self.store.blob_writer() as sink:
-            writer = LayerWriter(sink, self.compression, source_date_epoch=self.source_date_epoch)  # type: ignore[arg-type]
+            writer = LayerWriter(sink, self.compression, threads=threads,  # type: ignore[arg-type]
+                                 source_date_epoch=self.source_date_epoch)
             try:
                 fill(writer)
             except BaseException:

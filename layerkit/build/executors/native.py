@@ -200,7 +200,8 @@ def run_on_overlay(request: RunRequest, write_layer: WriteLayer, output: Output,
             layer = write_layer(changes.write)
         else:  # the upper dir becomes the new layer's snapshot: the next step needs no unpacking
             written = changes.entries()
-            layer = write_layer(lambda writer: changes.write(writer, written))
+            size = sum(entry.size for entry, _host in written)
+            layer = write_layer(lambda writer: changes.write(writer, written), size_hint=size)  # type: ignore[call-arg]
             chain = chain_ids([*(lay.diff_id for lay in request.image.layers), layer.diff_id])[-1]
             snaps.adopt(upper, chain, written, None if epoch is None else int(epoch) * 1_000_000_000)
         return RunOutcome(exit_code=0, output_tail=tail, layer=layer)
