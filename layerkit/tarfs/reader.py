@@ -39,7 +39,7 @@ _MAX_SIZE = 1 << 62  # beyond any real file; also bounds base-256 nonsense
 class _Source:
     """Buffered, counted reads from the decompressed tar stream."""
 
-    __slots__ = ("_buf", "_pos", "_ratio_cap", "_s", "_scratch", "_what", "lim", "max", "offset")
+    __slots__ = ("_buf", "_pos", "_ratio_cap", "_s", "_what", "lim", "max", "offset")
 
     def __init__(self, stream: BinaryIO, lim: Limits, ratio_cap: int | None, what: str) -> None:
         self._s = stream
@@ -50,7 +50,6 @@ class _Source:
         self.lim = lim
         self._ratio_cap = ratio_cap
         self._what = what
-        self._scratch: bytearray | None = None
 
     def over(self, what: str, size: int | None = None) -> LimitExceededError:
         """The error for going past ``max`` (a member of ``size`` bytes, or the stream itself)."""
@@ -135,25 +134,16 @@ class _Source:
             return
         n -= avail
         self._buf, self._pos = b"", 0
-        if self._scratch is None:
-            self._scratch = bytearray(CHUNK)
-        scratch = self._scratch
-        view = memoryview(scratch)
-        readinto = getattr(self._s, "readinto", None)
+        # whole chunks, read and dropped (one copy: a readinto into scratch space costs a second one
+        # through the Python stream wrappers); the tail of the last one is the next buffer
         while n:
-            want = min(n, CHUNK)
-            if readinto is not None:
-                try:
-                    got = readinto(view[:want])
-                except LayerError:
-                    raise
-                except (OSError, EOFError, ValueError) as exc:
-                    raise TarFormatError(f"{self._what}: reading the tar stream: {exc}") from exc
-            else:
-                got = len(self._raw_read(want))
-            if not got:
+            chunk = self._raw_read(CHUNK)
+            if not chunk:
                 raise TarFormatError(f"{self._what}: truncated archive: {n} bytes missing at byte {self.offset - n}")
-            n -= got
+            if len(chunk) > n:
+                self._buf, self._pos = chunk, n
+                return
+            n -= len(chunk)
 
     def drain(self) -> None:
         """Consume the stream to EOF (record padding), so digest-verifying wrappers see it all."""
