@@ -13,7 +13,7 @@ from typing import IO, BinaryIO
 from .errors import DigestMismatchError, InvalidDigestError
 from .streams import CHUNK, Reader
 
-__all__ = ["CHUNK", "Digest", "Hasher", "VerifyingReader", "sha256_bytes", "sha256_file"]
+__all__ = ["CHUNK", "Digest", "Hasher", "ThreadedVerifyingReader", "VerifyingReader", "sha256_bytes", "sha256_file"]
 
 
 _HEX_LEN = {"sha256": 64, "sha512": 128}
@@ -162,3 +162,52 @@ class VerifyingReader(Reader):
         close = getattr(self._raw, "close", None)
         if close:
             close()
+
+
+class ThreadedVerifyingReader(VerifyingReader):
+    """A :class:`VerifyingReader` that hashes in a worker thread: hashlib releases the GIL on large
+    buffers, so a Python consumer (a tar parser) and the hash run on two cores. Same contract: the
+    bytes are handed over as read and the digest (and size) is checked before EOF is returned;
+    at most ``depth`` chunks wait for the hasher. ``close`` stops the thread."""
+
+    def __init__(self, raw: BinaryIO | IO[bytes], expected: Digest | str, size: int | None = None, *,
+                 what: str = "blob", source: str = "", depth: int = 8) -> None:
+        import queue
+        import threading
+
+        super().__init__(raw, expected, size, what=what, source=source)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._worker = threading.Thread(target=self._hash, name="layerkit-hash", daemon=True)
+        self._worker.start()
+
+    def _hash(self) -> None:
+        update, get = self._h.update, self._q.get
+        while (chunk := get()) is not None:
+            update(chunk)
+
+    def _join(self) -> None:
+        if self._worker.is_alive():
+            self._q.put(None)
+            self._worker.join()
+
+    def read(self, n: int = -1) -> bytes:
+        if self._done:
+            return b""
+        if self._size is not None and n is not None and n >= 0:
+            n = min(n, self._size - self._read + 1)
+        data = self._raw.read(n)
+        if data:
+            self._q.put(data)
+            self._read += len(data)
+            if self._size is not None and self._read > self._size:
+                self._join()
+                self._fail()
+        if not data or (n is None or n < 0):
+            self._join()
+            self._finish()
+        return data
+
+    def close(self) -> None:
+        self._join()
+        super().close()
+

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..digest import CHUNK, Digest, VerifyingReader
+from ..digest import CHUNK, Digest, ThreadedVerifyingReader
 from ..errors import TarFormatError
 from ..image import Image, Layer
 from ..streams import Reader
@@ -99,12 +99,17 @@ class MeteredLayer:
         if self._progress is not None and self.uncompressed_size is None:
             progress, idx, total = self._progress, layer.index, layer.size
             hook = lambda n: progress(idx, n, total)
-        blob = _Counter(layer.open(), hook)
+        # the blob verified as Layer.open does, but hashed in a thread: the parser has the main one
+        source = layer._image.source
+        raw = ThreadedVerifyingReader(source.open_blob(layer.descriptor), layer.digest, layer.size,
+                                      what=f"layer {layer.index}", source=source.name)
+        blob = _Counter(raw, hook)
         tar = _Counter(open_decompressed(blob, what=f"layer {layer.index}"))  # type: ignore[arg-type]
         verified: Any = tar
         if layer.diff_id != layer.digest:
-            verified = VerifyingReader(tar, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",  # type: ignore[arg-type]
-                                       source=layer._image.source.name)
+            verified = ThreadedVerifyingReader(tar, layer.diff_id,  # type: ignore[arg-type]
+                                               what=f"layer {layer.index} uncompressed tar (diff ID)",
+                                               source=source.name)
         return _MeteredTar(self, verified, tar, blob)  # type: ignore[return-value]
 
 

@@ -1,4 +1,5 @@
-"""The fast paths of inspect give exactly the figures of the straightforward computation.
+"""The fast paths of inspect give exactly the figures of the straightforward computation, and
+hashing in a thread verifies every byte as before.
 
 dive's figures: :func:`layerkit.analyze.waste.dive_figures` sums whiteout-free layers from their
 leaves and stacks only the paths related to a whiteout; ``reference_dive`` below is the direct
@@ -10,13 +11,20 @@ missing paths, opaque markers, files replacing directories, duplicates and impli
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import json
 import tarfile
+import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from layerkit import mediatypes as mt
+from layerkit.analyze import inspect_image
 from layerkit.analyze.waste import (
     DiveFigures,
     _dive_path,
@@ -24,7 +32,10 @@ from layerkit.analyze.waste import (
     _stack,
     dive_figures,
 )
-from layerkit.errors import LayerkitError
+from layerkit.digest import ThreadedVerifyingReader
+from layerkit.errors import DigestMismatchError, LayerkitError
+from layerkit.image import Image
+from layerkit.spec import Manifest
 from layerkit.tarfs.entry import EntryType
 from layerkit.union import Union
 
@@ -126,3 +137,88 @@ def test_dive_figures_of_a_whiteout_over_a_big_lower_layer() -> None:
     # 900 files of 10 bytes, /other/x, then /big/d3 deleted: its 300 bytes count once more; /other/y;
     # /big/nope is missing below: registered with a minimum of -1, and /zz after it is never visited
     assert got.efficiency == (9000 + 7 + 300 + 1 - 1) / (9000 + 7 + 300 + 1)
+
+
+# --- hashing in a thread: the same verification as VerifyingReader ---------------------------------
+
+ABC = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_threaded_verifying_reader_passes_good_bytes_in_any_chunking() -> None:
+    r = ThreadedVerifyingReader(io.BytesIO(b"abc"), ABC, 3)
+    assert r.read(1) + r.read(5) + r.read() == b"abc"
+    big = bytes(range(256)) * 40_000
+    r = ThreadedVerifyingReader(io.BytesIO(big), "sha256:" + hashlib.sha256(big).hexdigest(), len(big), depth=2)
+    assert b"".join(iter(lambda: r.read(1 << 20), b"")) == big
+
+
+def test_threaded_verifying_reader_fails_at_eof_on_a_flipped_byte_truncation_or_overrun() -> None:
+    with pytest.raises(DigestMismatchError, match="is corrupt"):
+        ThreadedVerifyingReader(io.BytesIO(b"abd"), ABC, 3, source="test").read()
+    with pytest.raises(DigestMismatchError):
+        ThreadedVerifyingReader(io.BytesIO(b"ab"), ABC, 3).read()
+    r = ThreadedVerifyingReader(io.BytesIO(b"abcabc"), ABC, 3)
+    with pytest.raises(DigestMismatchError):
+        while r.read(2):
+            pass
+    r = ThreadedVerifyingReader(io.BytesIO(b"abc"), ABC)  # no size: the digest alone decides
+    assert r.read(3) == b"abc" and r.read(3) == b""
+
+
+def test_threaded_verifying_reader_close_before_eof_stops_its_thread() -> None:
+    before = threading.active_count()
+    r = ThreadedVerifyingReader(io.BytesIO(bytes(10 << 20)), ABC, 10 << 20, depth=1)
+    r.read(1 << 20)
+    r.read(1 << 20)
+    r.close()
+    assert threading.active_count() == before
+
+
+class _Blobs:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[digest] = data
+        return digest
+
+    def open_blob(self, descriptor: Any) -> Any:
+        return io.BytesIO(self.blobs[str(descriptor.digest)])
+
+
+def _image(compress: bool) -> tuple[Image, _Blobs, str]:
+    """A one-layer image (uncompressed or gzip) held in memory; returns it, its blobs, the layer digest."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(50):
+            info = tarfile.TarInfo(f"srv/f{i}")
+            payload = hashlib.sha512(bytes([i])).digest() * 300
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    diff_id = "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()
+    blob = gzip.compress(buf.getvalue(), mtime=0) if compress else buf.getvalue()
+    blobs = _Blobs()
+    layer = blobs.put(blob)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                         "history": [{"created_by": "test"}]}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": blobs.put(config), "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_GZIP if compress else mt.OCI_LAYER, "digest": layer,
+                    "size": len(blob)}],
+    }).encode()
+    return Image(Manifest.from_bytes(manifest, mt.OCI_MANIFEST), blobs), blobs, layer  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_inspect_reports_a_corrupt_layer_as_a_digest_mismatch(compress: bool) -> None:
+    image, blobs, layer = _image(compress)
+    assert inspect_image(image).layers[0].files == 50  # intact: read and verified
+    data = bytearray(blobs.blobs[layer])
+    data[len(data) // 2] ^= 0xFF  # inside a member's content (or the deflate stream)
+    blobs.blobs[layer] = bytes(data)
+    with pytest.raises(DigestMismatchError, match="layer 0"):
+        inspect_image(image)
