@@ -33,6 +33,16 @@ def test_sha256_helpers_agree(tmp_path) -> None:
     assert sha256_file(str(p)) == (ABC, 3)
 
 
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 65536])
+def test_sha256_file_is_the_same_whole_or_in_chunks(tmp_path, size: int) -> None:
+    p = tmp_path / "f"
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    p.write_bytes(data)
+    expected = (sha256_bytes(data), size)
+    assert sha256_file(str(p)) == expected  # smaller than a chunk: read whole
+    assert sha256_file(str(p), chunk=1000) == expected  # larger: chunked reads
+
+
 def test_hasher_forwards_and_counts() -> None:
     sink = io.BytesIO()
     h = Hasher(sink)
