@@ -408,7 +408,7 @@ def iter_entries(
     src = _Source(stream, lim, lim.ratio_cap(compressed_size), what)
     globals_: dict[str, bytes] = {}
     count = 0
-    max_entries = lim.max_entries
+    max_entries, max_header = lim.max_entries, lim.max_header_bytes
     current: _FileReader | None = None
     # hot loop (one pass per member, tens of thousands per layer): locals, inlined fast paths
     block, skip, types, adler32 = src.block, src.skip, _TYPES, zlib.adler32
@@ -469,6 +469,19 @@ def iter_entries(
                     raise TarFormatError(f"{ewhat}: invalid size field") from None
             if size < 0 or size > _MAX_SIZE:
                 raise TarFormatError(f"{_Where(what, blk[0:100], hdr_off)}: invalid size {size}")
+            if tflag == b"x" and pax is None and 0 < size <= max_header:
+                # the common extension: one PAX record (layerkit, BuildKit and tarfile write the
+                # mtime so), taken apart here; anything else goes through _parse_pax
+                data = src.read(size + (-size % BLOCK))
+                sp = data.find(b" ", 0, 24)
+                if sp > 0 and data[size - 1] == 0x0A and data[:sp].isdigit() and int(data[:sp]) == size:
+                    rkey, eq, rval = data[sp + 1 : size - 1].partition(b"=")
+                    if eq and rkey:
+                        pax = {rkey.decode("utf-8", "surrogateescape"): rval}
+                        continue
+                ewhat = _Where(what, blk[0:100], hdr_off)
+                pax = _parse_pax(data[:size], ewhat)
+                continue
             if tflag in _EXTENDED:
                 ewhat = _Where(what, blk[0:100], hdr_off)
                 if size > lim.max_header_bytes:
@@ -510,9 +523,11 @@ def iter_entries(
         if longname is not None:
             name = longname.decode("utf-8", "surrogateescape")
         else:
-            name_b = blk[0:100].split(b"\0", 1)[0]
+            end = blk.find(0, 0, 100)
+            name_b = blk[: end if end >= 0 else 100]
             if ustar and blk[345] != 0:
-                name_b = blk[345:500].split(b"\0", 1)[0] + b"/" + name_b
+                end = blk.find(0, 345, 500)
+                name_b = blk[345 : end if end >= 0 else 500] + b"/" + name_b
             name = name_b.decode("utf-8", "surrogateescape")
         try:
             try:  # _num's own fast path, inlined; any other spelling takes _num below

@@ -125,3 +125,38 @@ def test_fuzz_headers_only_fails_like_a_full_read(data: st.DataObject) -> None:
         return out, None
 
     assert run(False) == run(True)
+
+
+def _pax_then_file(pax_data: bytes) -> bytes:
+    """A hand-made PAX ``x`` header carrying ``pax_data`` verbatim, then a small file ``f``."""
+    def header(name: bytes, size: int, flag: bytes) -> bytes:
+        info = tarfile.TarInfo(name.decode())
+        info.size, info.type, info.mtime = size, flag, 1
+        return info.tobuf(tarfile.USTAR_FORMAT)
+    pad = bytes(-len(pax_data) % 512)
+    return (header(b"PaxHeader/f", len(pax_data), tarfile.XHDTYPE) + pax_data + pad
+            + header(b"f", 3, tarfile.REGTYPE) + b"abc" + bytes(509) + bytes(1024))
+
+
+def _outcome(archive: bytes, content: bool) -> object:
+    try:
+        return [e for e, _c in iter_entries(io.BytesIO(archive), content=content)]  # type: ignore[arg-type]
+    except LayerkitError as exc:
+        return type(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([b"mtime", b"path", b"uid", b"SCHILY.xattr.user.k", b"", b"m=t"]),
+       st.sampled_from([b"1700000000.5", b"x/y", b"12", b"", b"=", b"\xff\xfe"]),
+       st.sampled_from([0, 1, -1, 2]), st.sampled_from([b"", b"+", b"0", b" "]), st.booleans())
+def test_one_pax_record_reads_as_the_general_parser_does(key: bytes, value: bytes, off: int, prefix: bytes,
+                                                         second: bool) -> None:
+    """A lone PAX record (the reader's fast path) reads as it does followed by an ignored record
+    (which takes the general parser): same entries, or the same error, well formed or not."""
+    body = b" " + key + b"=" + value + b"\n"
+    n = len(body) + len(str(len(body) + 3))
+    length = n if len(str(n)) + len(body) == n else n + 1
+    data = prefix + str(length + off).encode() + body + (b"8 uid=7\n" if second else b"")
+    lone, general = _pax_then_file(data), _pax_then_file(data + b"13 comment=x\n")
+    for content in (False, True):
+        assert _outcome(lone, content) == _outcome(general, content)
