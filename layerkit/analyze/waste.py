@@ -262,6 +262,7 @@ class _Related:
                 self.ancestors.add(t)
                 t = t.rpartition("/")[0]
         self.tops = {t.split("/", 2)[1] for t in targets}
+        self.below = tuple(t + "/" for t in targets) if len(targets) <= 64 else None
 
     def __call__(self, raw: str) -> bool:
         """``raw``: a ``/a/b`` path (a whiteout is tested by the path it deletes)."""
@@ -269,6 +270,8 @@ class _Related:
             return True
         if raw.split("/", 2)[1] not in self.tops:
             return False
+        if self.below is not None:  # a few targets: one C-level prefix test
+            return raw.startswith(self.below)
         head = raw.rpartition("/")[0]
         while head:
             if head in self.targets:
@@ -353,12 +356,14 @@ def _add_leaves(seen: dict[str, list[int]], items: list[tuple[str, int, bool]]) 
         while head and head not in inner:
             inner.add(head)
             head = head.rpartition("/")[0]
+    get = seen.get
     for path, size in sizes.items():
         if path in inner:
             continue
-        rec = seen.get("/" + path)
+        key = "/" + path
+        rec = get(key)
         if rec is None:
-            seen["/" + path] = [size, size, 1]
+            seen[key] = [size, size, 1]
         else:
             rec[0] += size
             if rec[1] < 0 or size < rec[1]:

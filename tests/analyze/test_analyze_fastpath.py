@@ -139,6 +139,17 @@ def test_dive_figures_of_a_whiteout_over_a_big_lower_layer() -> None:
     assert got.efficiency == (9000 + 7 + 300 + 1 - 1) / (9000 + 7 + 300 + 1)
 
 
+def test_dive_figures_with_many_whiteouts_equal_the_reference() -> None:
+    """Past 64 whiteout targets the related paths are found by walking up each path's parents."""
+    lower = _tar([(f"t/d{i}", "d", 0) for i in range(100)] + [(f"t/d{i}/f{j}", "f", i + j) for i in range(100)
+                                                             for j in range(3)] + [("t/x", "f", 4)])
+    upper = _tar([(f"t/.wh.d{i}", "f", 0) for i in range(0, 100, 2)] + [(f"t/d{i}/.wh.f1", "f", 0) for i in range(1, 60, 2)]
+                 + [("t/d3/g", "f", 9)])
+    top = _tar([(f"t/.wh.d{i}", "f", 0) for i in range(1, 30, 2)] + [("t/.wh.d0", "f", 0), ("u", "f", 1)])
+    union = Union([lower, upper, top])
+    assert dive_figures(union) == reference_dive(union)
+
+
 # --- hashing in a thread: the same verification as VerifyingReader ---------------------------------
 
 ABC = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
