@@ -97,6 +97,7 @@ class BuildContext:
         self.ignore = ignore or PatternMatcher()
         self.stat_cache = StatCache(cache_dir, self.root)
         self._root_str = os.fspath(self.root)
+        self._last_lstat: tuple[str, os.stat_result] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
     def host(self, rel: str) -> str:
@@ -134,27 +135,32 @@ class BuildContext:
 
     def lstat(self, rel: str) -> Entry | None:
         """Entry for ``rel`` (no symlink followed), owned 0:0; None when missing or ignored."""
+        host = self.host(rel)
         try:
-            st = os.lstat(self.host(rel))
+            st = os.lstat(host)
         except OSError:
             return None
-        if not self._visible(rel, st):
+        if self.ignore and not self._visible(rel, st):
             return None
-        link = os.readlink(self.host(rel)) if stat.S_ISLNK(st.st_mode) else ""
+        link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
         from ..tarfs.tree import (
             entry_from_stat,  # a COPY that runs needs tarfs; the cache key does not
         )
 
         try:
-            entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(self.host(rel), st))
+            entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(host, st))
         except LayerkitError as exc:  # sockets and the like cannot go into a layer
             raise BuildError(f"reading {rel!r} from the build context: {exc}") from None
         entry.uid = entry.gid = 0
+        self._last_lstat = (rel, st)
         return entry
 
     def link_identity(self, rel: str) -> tuple[int, int] | None:
-        """What hard links to ``rel`` share (device, inode), or None when it has a single link."""
-        st = os.lstat(self.host(rel))
+        """What hard links to ``rel`` share (device, inode), or None when it has a single link.
+        Right after :meth:`lstat` of ``rel`` (how COPY asks) that call's stat answers: the
+        identity belongs to the entry just planned, and the file is not stat'ed twice."""
+        last = self._last_lstat
+        st = last[1] if last is not None and last[0] == rel else os.lstat(self.host(rel))
         return (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
 
     def listdir(self, rel: str) -> list[str]:

@@ -503,6 +503,10 @@ class CopyPlanner:
             return p.entry
         if path == ".":
             return Entry(".", EntryType.DIR, 0o755)
+        return self._lower_entry(path)
+
+    def _lower_entry(self, path: str) -> Entry | None:
+        """What the parent image has at ``path`` (intermediate symlinks followed, as the union does)."""
         if self.lower is None:
             return None
         try:
@@ -618,11 +622,17 @@ class CopyPlanner:
         mode = e.mode
         if chmod is not None and not e.is_symlink():
             mode = chmod(mode, e.is_dir()) & 0o7777
-        return replace(e, path=target, uid=uid, gid=gid, mode=mode, xattrs=dict(e.xattrs))
+        # a new Entry field by field: dataclasses.replace costs more than the rest of planning a file
+        return Entry(target, e.type, mode, uid, gid, e.size, e.mtime_ns, e.linkname, e.devmajor, e.devminor,
+                     dict(e.xattrs))
 
     def _copy_leaf(self, item: _Planned, target: str, req: CopyRequest,
-                   chmod: Callable[[int, bool], int] | None) -> None:
-        existing = self._dlstat(target)
+                   chmod: Callable[[int, bool], int] | None, *, below_new: bool = False) -> None:
+        if below_new:  # the parent image has nothing here: only this step's plan can
+            planned = self.plan.planned.get(target)
+            existing = None if planned is None else planned.entry
+        else:
+            existing = self._dlstat(target)
         if existing is not None and existing.is_dir() and not item.entry.is_dir():
             raise CopySourceError(f"cannot replace directory {'/' + target!r} with a {item.entry.type.value}")
         entry = self._meta(item.entry, target, req, chmod)
@@ -639,27 +649,38 @@ class CopyPlanner:
 
     def _copy_tree(self, fs: SourceFS, src: str, target: str, rel: str, req: CopyRequest,
                    chmod: Callable[[int, bool], int] | None, exclude: PatternMatcher | None,
-                   *, overwrite: bool) -> None:
+                   *, overwrite: bool, below_new: bool = False) -> None:
+        """Copy ``src`` (and what is below it) to ``target``. ``below_new``: the parent image has
+        nothing at ``target``'s parent, so nothing below it either (no lookup in the image)."""
         e = fs.lstat(src)
         if e is None:
             return
         if not e.is_dir():
-            self._copy_leaf(_Planned(e, fs=fs, src=src), target, req, chmod)
+            self._copy_leaf(_Planned(e, fs=fs, src=src), target, req, chmod, below_new=below_new)
             return
-        existing = self._dlstat(target)
+        planned = self.plan.planned.get(target)
+        if planned is not None:
+            existing: Entry | None = planned.entry
+            lower = None if below_new or target == "." else self._lower_entry(target)
+        elif target == ".":
+            existing = lower = Entry(".", EntryType.DIR, 0o755)
+        else:
+            existing = lower = None if below_new else self._lower_entry(target)
         if existing is None or overwrite:
             if existing is not None and not existing.is_dir():
                 raise CopySourceError(f"cannot copy directory {src!r} to non-directory {'/' + target!r}")
             self._put(_Planned(self._meta(e, target, req, chmod)))
         elif not existing.is_dir():
             raise CopySourceError(f"cannot copy to non-directory {'/' + target!r}")
+        children_new = lower is None and target != "."
         for name in fs.listdir(src):
             child_rel = f"{rel}/{name}" if rel else name
             if exclude is not None and exclude.matches(child_rel):
                 continue
             child_src = name if src == "." else f"{src}/{name}"
             child_target = name if target == "." else f"{target}/{name}"
-            self._copy_tree(fs, child_src, child_target, child_rel, req, chmod, exclude, overwrite=True)
+            self._copy_tree(fs, child_src, child_target, child_rel, req, chmod, exclude, overwrite=True,
+                            below_new=children_new)
 
     def _copy_parents(self, fs: SourceFS, pattern: str, dest: str, req: CopyRequest,
                       chmod: Callable[[int, bool], int] | None, exclude: PatternMatcher | None) -> None:

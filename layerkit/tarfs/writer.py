@@ -99,27 +99,34 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
+_MAGIC = b"ustar\x0000"
+_Z64 = bytes(64)  # uname, gname
+_Z167 = bytes(167)  # prefix + pad
+_NO_DEV = b"%07o\0%07o\0" % (0, 0)
+_CHK_CONST = 8 * 32 + sum(_MAGIC)  # the checksum field counts as spaces, plus the magic's bytes
+
+
 def _ustar(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, flag: bytes, link: bytes,
            devmajor: int, devminor: int) -> bytes:
-    hdr = b"".join(
-        (
-            name.ljust(100, b"\0"),
-            b"%07o\0" % mode,
-            b"%07o\0" % uid,
-            b"%07o\0" % gid,
-            b"%011o\0" % size,
-            b"%011o\0" % mtime,
-            b"        ",
-            flag,
-            link.ljust(100, b"\0"),
-            b"ustar\x0000",
-            bytes(64),  # uname, gname
-            b"%07o\0" % devmajor,
-            b"%07o\0" % devminor,
-            bytes(167),  # prefix + pad
-        )
-    )
-    return hdr[:148] + b"%06o\0 " % sum(hdr) + hdr[156:]
+    # the checksum is summed over the non-zero fields only (a 512-byte sum() costs more than the rest)
+    nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    devs = _NO_DEV if not (devmajor or devminor) else b"%07o\0%07o\0" % (devmajor, devminor)
+    chk = sum(name) + sum(nums) + flag[0] + sum(link) + sum(devs) + _CHK_CONST
+    return b"".join((name.ljust(100, b"\0"), nums, b"%06o\0 " % chk, flag, link.ljust(100, b"\0"), _MAGIC, _Z64,
+                     devs, _Z167))
+
+
+_PAX_HEADERS: dict[int, bytes] = {}
+
+
+def _pax_header(size: int) -> bytes:
+    """The ``x`` header for ``size`` bytes of records (the same bytes for every member: cached)."""
+    hdr = _PAX_HEADERS.get(size)
+    if hdr is None:
+        hdr = _ustar(b"././@PaxHeader", 0o644, 0, 0, size, 0, b"x", b"", 0, 0)
+        if len(_PAX_HEADERS) < 4096:  # record sizes seen in practice are few; bound the odd case
+            _PAX_HEADERS[size] = hdr
+    return hdr
 
 
 def _is_utf8(b: bytes) -> bool:
@@ -370,8 +377,7 @@ class LayerWriter:
         if not all(_is_utf8(v) for k, v in pax if k in (b"path", b"linkpath")):
             pax.insert(0, (b"hdrcharset", b"BINARY"))
         data = b"".join(_pax_record(k, v) for k, v in pax)
-        xhdr = _ustar(b"././@PaxHeader", 0o644, 0, 0, len(data), 0, b"x", b"", 0, 0)
-        return xhdr + data + bytes(-len(data) % BLOCK) + hdr
+        return _pax_header(len(data)) + data + bytes(-len(data) % BLOCK) + hdr
 
     # -- public API ----------------------------------------------------------------------------
     def add(self, entry: Entry, content: BinaryIO | None = None) -> None:
@@ -404,10 +410,11 @@ class LayerWriter:
             raise LayerError(f"writing {entry.path!r}: content is longer than {entry.size} bytes")
         self._pad(entry.size)
 
-    def add_file_from_path(self, entry: Entry, host_path: str) -> None:
+    def add_file_from_path(self, entry: Entry, host_path: str, *, copy_to: int | None = None) -> None:
         """Append a FILE entry whose bytes come from ``host_path``, read once straight into the
         tar buffer (no symlink followed). A file that shrank since it was stat'ed is an error; if
-        it grew, the first ``entry.size`` bytes are taken so the header stays true."""
+        it grew, the first ``entry.size`` bytes are taken so the header stays true. ``copy_to``: an
+        fd that gets the same bytes as they are read (a snapshot's copy of the file: one read)."""
         self._check_open()
         if entry.type is not EntryType.FILE:
             self.add(entry)
@@ -419,19 +426,26 @@ class LayerWriter:
         fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             readv = os.readv
+            write = os.write
             while left:
-                room = _BUF - self._pos
+                pos = self._pos
+                room = _BUF - pos
                 if not room:
                     self._flush()
                     continue
-                k = min(room, left)
-                got = readv(fd, [self._view[self._pos : self._pos + k]])
+                k = room if room < left else left
+                view = self._view[pos : pos + k]
+                got = readv(fd, [view])
                 if not got:
                     raise LayerError(
                         f"writing {entry.path!r} from {host_path}: the file shrank while being read "
                         f"({left} of {entry.size} bytes missing)"
                     )
-                self._pos += got
+                if copy_to is not None:
+                    out = view[:got]
+                    while out:
+                        out = out[write(copy_to, out):]
+                self._pos = pos + got
                 left -= got
         finally:
             os.close(fd)

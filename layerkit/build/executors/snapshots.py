@@ -326,30 +326,23 @@ class SnapshotTee:
             if host_path is None:
                 if content is None:
                     raise LayerError(f"writing {entry.path!r}: a file of {entry.size} bytes needs content")
-                self._writer.add(entry, _TeeReader(content, fd, entry, ""))  # type: ignore[arg-type]
+                self._writer.add(entry, _TeeReader(content, fd, entry))  # type: ignore[arg-type]
             else:
-                src = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    with io.FileIO(src, "rb", closefd=False) as raw:
-                        self._writer.add(entry, _TeeReader(raw, fd, entry, host_path))  # type: ignore[arg-type]
-                finally:
-                    os.close(src)
+                self._writer.add_file_from_path(entry, host_path, copy_to=fd)
             self._lower.file_done(fd, seen)
         finally:
             os.close(fd)
 
 
 class _TeeReader:
-    """The bytes of one file for the layer writer, written on into the snapshot's copy (``fd``) as
-    they are read: one read, no second copy. From a host file (``host_path``), bytes past
-    ``entry.size`` are not taken and a file that shrank is an error, as in ``add_file_from_path``."""
+    """The bytes of one file from a stream for the layer writer, written on into the snapshot's
+    copy (``fd``) as they are read: one read, no second copy. (A host file goes through the
+    writer's ``add_file_from_path(copy_to=)`` instead.)"""
 
-    def __init__(self, source: BinaryIO, fd: int, entry: Entry, host_path: str) -> None:
+    def __init__(self, source: BinaryIO, fd: int, entry: Entry) -> None:
         self._source = source
         self._fd = fd
         self._left = entry.size
-        self._entry = entry
-        self._host_path = host_path
 
     def readinto(self, buf: memoryview) -> int:
         readinto = getattr(self._source, "readinto", None)
@@ -360,11 +353,6 @@ class _TeeReader:
             got = len(chunk)
             buf[:got] = chunk
         if not got:
-            if self._host_path and self._left:
-                raise LayerError(
-                    f"writing {self._entry.path!r} from {self._host_path}: the file shrank while being read "
-                    f"({self._left} of {self._entry.size} bytes missing)"
-                )
             return 0
         view = buf[:got]
         while view:
@@ -373,9 +361,7 @@ class _TeeReader:
         return got
 
     def read(self, n: int = -1) -> bytes:
-        """Only the writer's end-of-file check calls this: a host file's extra bytes are ignored."""
-        if self._host_path:
-            return b""
+        """Only the writer's end-of-file check calls this."""
         return self._source.read(n)
 
 
