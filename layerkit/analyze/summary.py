@@ -108,6 +108,18 @@ class Inspection:
         h = self.history_of_layer[layer]
         return self.config.history[h] if h is not None else None
 
+    def totals(self) -> dict[str, int]:
+        """The document's ``totals``, without building the rest of it."""
+        out = {"size": 0, "uncompressedSize": 0, "contentSize": 0, "survivingSize": 0, "wastedSize": 0}
+        for st in self.layers:
+            out["size"] += st.size
+            out["uncompressedSize"] += st.uncompressed_size
+            out["contentSize"] += st.content_size
+            out["survivingSize"] += st.surviving_size
+            out["wastedSize"] += st.wasted_size
+        out["files"] = sum(1 for node in self.union.walk() if node.path != ".")
+        return out
+
     def to_json(self, *, top_waste: int = TOP_WASTE) -> dict[str, Any]:
         cfg = self.config
         layer_of_step = {h: i for i, h in enumerate(self.history_of_layer) if h is not None}
@@ -124,9 +136,6 @@ class Inspection:
             doc["history"] = self.history_of_layer[st.index]
             doc["privileged"] = self.layer_privileged[st.index].to_json()
             layers.append(doc)
-        totals = {k: sum(layer[k] for layer in layers)
-                  for k in ("size", "uncompressedSize", "contentSize", "survivingSize", "wastedSize")}
-        totals["files"] = sum(1 for node in self.union.walk() if node.path != ".")
         return {
             "reference": self.reference,
             "source": self.source,
@@ -138,7 +147,7 @@ class Inspection:
             "config": dict(cfg.config),
             "history": history,
             "layers": layers,
-            "totals": totals,
+            "totals": self.totals(),
             "waste": self.waste.to_json(top=top_waste),
             "privileged": self.privileged.to_json(),
         }
