@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..digest import Digest, sha256_file
+from ..digest import CHUNK, Digest
 from ..errors import BuildError, LayerkitError
 from ..tarfs.paths import SymlinkLoopError, resolve_in_root
 from .dockerignore import PatternMatcher
@@ -65,10 +65,10 @@ class StatCache:
                 self.hits += 1
                 return text
         self.misses += 1
-        digest, _ = sha256_file(host)
-        self._entries[rel] = [*sig, str(digest)]
+        text = _sha256_text(host, st.st_size)
+        self._entries[rel] = [*sig, text]
         self._dirty = True
-        return str(digest)
+        return text
 
     def save(self) -> None:
         """Persist atomically (best effort: a cache that cannot be written is only slower)."""
@@ -82,6 +82,23 @@ class StatCache:
             self._dirty = False
         except OSError:
             pass
+
+
+def _sha256_text(host: str, size: int) -> str:
+    """``sha256:…`` of a regular file the walk stat'ed at ``size`` bytes: a raw fd and reads sized
+    from the stat (a small file in one read plus the one that finds its end, even if it grew).
+    Not ``digest.sha256_file``: its file object, second fstat and ``Digest`` cost as much as the
+    hash of a small file, and the fingerprint walk hashes every context file on a cold build."""
+    fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        h = hashlib.sha256()
+        n = size + 1 if size < CHUNK else CHUNK
+        while chunk := os.read(fd, n):
+            h.update(chunk)
+            n = CHUNK
+    finally:
+        os.close(fd)
+    return "sha256:" + h.hexdigest()
 
 
 class BuildContext:
