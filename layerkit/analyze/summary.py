@@ -60,7 +60,7 @@ from ..spec import History, ImageConfig
 from ..tarfs.limits import Limits
 from ..union import Union
 from .privileged import Privileged, image_privileged, layer_privileged
-from .sizes import LayerStats, ProgressHook, layer_stats, metered_union
+from .sizes import LayerStats, ProgressHook, layer_stats, metered_union, paused_gc
 from .waste import Waste, waste
 
 __all__ = ["TOP_WASTE", "Blame", "BlameVersion", "Inspection", "blame", "inspect_image", "layer_history"]
@@ -156,11 +156,13 @@ class Inspection:
 def inspect_image(image: Image, *, reference: str = "", progress: ProgressHook | None = None,
                   limits: Limits | None = None) -> Inspection:
     """Read every layer of ``image`` once (within ``limits``) and gather the inspect figures."""
-    union, metered = metered_union(image, progress, limits)
-    stats = layer_stats(union, metered)
+    with paused_gc():
+        union, metered = metered_union(image, progress, limits)
+        stats = layer_stats(union, metered)
+        figures = waste(union)
     source = str(getattr(image, "resolved_from", "") or image.source.name)
     return Inspection(image, reference or image.reference, source, union, stats,
-                      layer_history(image.config, len(image.layers)), waste(union))
+                      layer_history(image.config, len(image.layers)), figures)
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,22 @@ def test_inspect_reports_a_corrupt_layer_as_a_digest_mismatch(compress: bool) ->
     blobs.blobs[layer] = bytes(data)
     with pytest.raises(DigestMismatchError, match="layer 0"):
         inspect_image(image)
+
+
+def test_paused_gc_restores_the_callers_setting() -> None:
+    import gc
+
+    from layerkit.analyze.sizes import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), paused_gc():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc(), paused_gc():
+            pass
+        assert not gc.isenabled()  # paused by the caller: left paused
+    finally:
+        gc.enable()
