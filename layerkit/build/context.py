@@ -9,12 +9,14 @@ path in the store's cache directory, so a rebuild with nothing changed costs a d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..digest import CHUNK, Digest
@@ -114,11 +116,12 @@ class BuildContext:
         self.ignore = ignore or PatternMatcher()
         self.stat_cache = StatCache(cache_dir, self.root)
         self._root_str = os.fspath(self.root)
+        self._prefix = self._root_str.rstrip("/") + "/"
         self._last_lstat: tuple[str, os.stat_result] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
     def host(self, rel: str) -> str:
-        return self._root_str if rel in ("", ".") else os.path.join(self._root_str, rel)
+        return self._root_str if rel in ("", ".") else self._prefix + rel
 
     def excluded(self, rel: str) -> bool:
         if rel in ("", ".") or not self.ignore:
@@ -160,12 +163,8 @@ class BuildContext:
         if self.ignore and not self._visible(rel, st):
             return None
         link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
-        from ..tarfs.tree import (
-            entry_from_stat,  # a COPY that runs needs tarfs; the cache key does not
-        )
-
         try:
-            entry = entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(host, st))
+            entry = _tree().entry_from_stat(rel, st, linkname=link, xattrs=_xattrs(host, st))
         except LayerkitError as exc:  # sockets and the like cannot go into a layer
             raise BuildError(f"reading {rel!r} from the build context: {exc}") from None
         entry.uid = entry.gid = 0
@@ -258,13 +257,21 @@ class BuildContext:
         self.stat_cache.save()
 
 
+@functools.cache
+def _tree() -> ModuleType:
+    """``tarfs.tree``, imported on first use: a COPY that runs needs tarfs; the cache key does not."""
+    from ..tarfs import tree
+
+    return tree
+
+
 def _xattrs(host: str, st: os.stat_result) -> dict[str, bytes]:
     if stat.S_ISLNK(st.st_mode):
         return {}
     try:
-        from ..tarfs.tree import read_xattrs
-
-        got = read_xattrs(host)
+        if not os.listxattr(host, follow_symlinks=False):  # the common case, in one system call
+            return {}
+        got = _tree().read_xattrs(host)
     except OSError:
         return {}
     # BuildKit copies only security.capability and user.* from the context; SELinux labels stay behind

@@ -535,14 +535,14 @@ class CopyPlanner:
         return "/".join(prefix + [c for c in found.rest if c != ".."]), False
 
     def _touch_parents(self, path: str) -> None:
-        parent = posixpath.dirname(path)
+        parent = path.rpartition("/")[0]  # paths here are clean: dirname without posixpath's generality
         while parent and parent != ".":
             if parent in self.plan.planned or parent in self.plan.touched:
                 break
             e = self._dlstat(parent)
             if e is not None:
                 self.plan.touched[parent] = replace(e, path=parent)
-            parent = posixpath.dirname(parent)
+            parent = parent.rpartition("/")[0]
 
     def _put(self, planned: _Planned) -> None:
         path = planned.entry.path
