@@ -110,7 +110,7 @@ def _render_layers(out: Any, ins: Any, detailed: bool) -> None:
         row.append(ins.created_by(st.index))
         table.add_row(*row)
     out.print(table)
-    tot = ins.to_json(top_waste=0)["totals"]
+    tot = ins.totals()
     out.print(f"total: {_human(tot['size'])} compressed, {_human(tot['uncompressedSize'])} uncompressed, "
               f"{_human(tot['contentSize'])} content, {_human(tot['survivingSize'])} in the merged image, "
               f"{tot['files']} paths")
