@@ -52,7 +52,8 @@ class LocalStore(OCILayout):
     """The local store: an ``OCILayout`` whose tags are familiar references."""
 
     def __init__(self, home: str | os.PathLike[str]) -> None:
-        self.home = Path(home)
+        # absolute: RUN sandboxes mount paths below it after changing directory
+        self.home = Path(os.path.abspath(home))
         self.snapshots_dir = self.home / "snapshots"
         self.cache_dir = self.home / "cache"
         self.tmp_dir = self.home / "tmp"
