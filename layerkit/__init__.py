@@ -6,9 +6,9 @@ Docker clients, the builder) are imported only when first used, so ``import laye
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .lazy import lazy_attributes
 from .digest import Digest
 from .errors import (
     AuthenticationError,
@@ -46,24 +46,24 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it (imported on first access)
 _LAZY = {
-    "open_image": "layerkit.transport",
-    "open_index": "layerkit.transport",
-    "open_sink": "layerkit.transport",
-    "copy": "layerkit.api",
-    "pull": "layerkit.api",
-    "push": "layerkit.api",
+    "open_image": ".transport",
+    "open_index": ".transport",
+    "open_sink": ".transport",
+    "copy": ".api",
+    "pull": ".api",
+    "push": ".api",
     # not "build": that name is the layerkit.build package (a submodule import would shadow a function)
-    "build_image": "layerkit.api",
-    "inspect": "layerkit.api",
-    "diff": "layerkit.api",
-    "unpack": "layerkit.api",
-    "export": "layerkit.api",
-    "open_store": "layerkit.store",
-    "Union": "layerkit.union",
-    "LayerWriter": "layerkit.tarfs",
-    "Entry": "layerkit.tarfs",
-    "EntryType": "layerkit.tarfs",
-    "Limits": "layerkit.tarfs.limits",
+    "build_image": ".api",
+    "inspect": ".api",
+    "diff": ".api",
+    "unpack": ".api",
+    "export": ".api",
+    "open_store": ".store",
+    "Union": ".union",
+    "LayerWriter": ".tarfs",
+    "Entry": ".tarfs",
+    "EntryType": ".tarfs",
+    "Limits": ".tarfs.limits",
 }
 
 __all__ = [
@@ -125,13 +125,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'layerkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

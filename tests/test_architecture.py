@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "layerkit"
 
 #: lowest first; a module may import its own layer and those before it
 LAYERS = [
-    {"errors", "streams", "digest", "mediatypes", "reference", "spec"},
+    {"errors", "lazy", "streams", "digest", "mediatypes", "reference", "spec"},
     {"tarfs"},
     {"image"},
     {"store"},

@@ -7,30 +7,24 @@ The rest is what every analysis needs (and ``waste`` must be the function, not i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_attributes
 from .sizes import Change, LayerStats, metered_union
 from .summary import Blame, Inspection, blame, inspect_image
 from .waste import DiveFigures, Waste, dive_figures, waste
 
 _LAZY = {
-    "DiffResult": "diff",
-    "diff_sides": "diff",
-    "image_side": "diff",
-    "is_layer_file": "diff",
-    "layer_file_side": "diff",
-    "write_report": "report",
+    "DiffResult": ".diff",
+    "diff_sides": ".diff",
+    "image_side": ".diff",
+    "is_layer_file": ".diff",
+    "layer_file_side": ".diff",
+    "write_report": ".report",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs

@@ -7,9 +7,9 @@ names: they pull in zstandard, isal and a thread pool, which a cached rebuild ne
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_attributes
 from .entry import Entry, EntryType
 from .limits import DEFAULT_LIMITS, Limits
 from .paths import clean_member, join_link
@@ -25,29 +25,23 @@ from .whiteout import (
 )
 
 _LAZY = {
-    "DEFAULT_LEVEL": "compression",
-    "open_compressor": "compression",
-    "open_decompressed": "compression",
-    "iter_entries": "reader",
-    "iter_layer": "reader",
-    "entry_from_stat": "tree",
-    "read_xattrs": "tree",
-    "walk_tree": "tree",
-    "write_tree": "tree",
-    "LayerResult": "writer",
-    "LayerWriter": "writer",
-    "layer_order_key": "writer",
-    "sorted_entries": "writer",
+    "DEFAULT_LEVEL": ".compression",
+    "open_compressor": ".compression",
+    "open_decompressed": ".compression",
+    "iter_entries": ".reader",
+    "iter_layer": ".reader",
+    "entry_from_stat": ".tree",
+    "read_xattrs": ".tree",
+    "walk_tree": ".tree",
+    "write_tree": ".tree",
+    "LayerResult": ".writer",
+    "LayerWriter": ".writer",
+    "layer_order_key": ".writer",
+    "sorted_entries": ".writer",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
