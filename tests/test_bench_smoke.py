@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: (suite, tools) every smoke run must report
 EXPECTED = {
     "build": {"layerkit", "buildkit", "docker-classic", "buildah"},
-    "unpack": {"layerkit", "umoci", "tar -x (sequential)"},
+    "unpack": {"layerkit", "umoci", "tar -x (sequential)", "layerkit start-up"},
     "inspect": {"layerkit", "dive"},
     "floor": {
         "tar | sha256sum",
