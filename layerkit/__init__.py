@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy import lazy_attributes
 from .digest import Digest
 from .errors import (
     AuthenticationError,
@@ -39,6 +38,7 @@ from .errors import (
     UnsupportedMediaTypeError,
 )
 from .image import Image, ImageSink, Layer
+from .lazy import lazy_attributes
 from .mediatypes import Compression
 from .spec import Descriptor, History, ImageConfig, Index, Manifest, Platform
 
