@@ -139,13 +139,21 @@ class VerifyingReader(Reader):
             n = min(n, self._size - self._read + 1)
         data = self._raw.read(n)
         if data:
-            self._h.update(data)
+            self._consume(data)
             self._read += len(data)
             if self._size is not None and self._read > self._size:
+                self._settle()
                 self._fail()
         if not data or (n is None or n < 0):
+            self._settle()
             self._finish()
         return data
+
+    def _consume(self, data: bytes) -> None:
+        self._h.update(data)
+
+    def _settle(self) -> None:
+        """Wait until every byte read so far is in the hash (a threaded hasher may lag)."""
 
     def _fail(self) -> None:
         self._done = True
@@ -161,7 +169,6 @@ class VerifyingReader(Reader):
         if actual != self.expected or (self._size is not None and self._read != self._size):
             self._fail()
         self._done = True
-
 
     def close(self) -> None:
         close = getattr(self._raw, "close", None)
@@ -190,29 +197,15 @@ class ThreadedVerifyingReader(VerifyingReader):
         while (chunk := get()) is not None:
             update(chunk)
 
-    def _join(self) -> None:
+    def _consume(self, data: bytes) -> None:
+        self._q.put(data)
+
+    def _settle(self) -> None:
         if self._worker.is_alive():
             self._q.put(None)
             self._worker.join()
 
-    def read(self, n: int = -1) -> bytes:
-        if self._done:
-            return b""
-        if self._size is not None and n is not None and n >= 0:
-            n = min(n, self._size - self._read + 1)
-        data = self._raw.read(n)
-        if data:
-            self._q.put(data)
-            self._read += len(data)
-            if self._size is not None and self._read > self._size:
-                self._join()
-                self._fail()
-        if not data or (n is None or n < 0):
-            self._join()
-            self._finish()
-        return data
-
     def close(self) -> None:
-        self._join()
+        self._settle()
         super().close()
 
