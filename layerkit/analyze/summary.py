@@ -117,7 +117,7 @@ class Inspection:
             out["contentSize"] += st.content_size
             out["survivingSize"] += st.surviving_size
             out["wastedSize"] += st.wasted_size
-        out["files"] = sum(1 for node in self.union.walk() if node.path != ".")
+        out["files"] = len(self.union) - 1  # every visible path but the root (no walk of 20k nodes)
         return out
 
     def to_json(self, *, top_waste: int = TOP_WASTE) -> dict[str, Any]:

@@ -177,3 +177,30 @@ def test_walk_is_iterative_for_deep_trees() -> None:
     names = ["/".join(["n"] * k) for k in range(1, 1100)]
     u = view(tar(*[d(n) for n in names]))
     assert sum(1 for _ in u.walk()) == 1100
+
+
+def _successful_hostile_unions() -> list[Union]:
+    from hostile import CASES
+
+    out = []
+    for case in CASES:
+        if case.error is None:
+            out.append(Union([TarLayer(b, f"L{i}") for i, b in enumerate(case.layers)]))
+    return out
+
+
+@pytest.mark.parametrize("layers", [
+    (BASE,),
+    (BASE, tar(wh("etc/motd"), opq("usr"))),
+    (BASE, tar(wh("usr"))),
+    (BASE, tar(f("usr", "a file where a directory was"))),
+    (BASE, tar(d("etc/motd"), f("etc/motd/x", "a directory where a file was"))),
+])
+def test_len_counts_what_walk_shows(layers: tuple[bytes, ...]) -> None:
+    u = view(*layers)
+    assert len(u) == sum(1 for _ in u.walk())  # the root included: inspect's totals count len(u) - 1
+
+
+def test_len_counts_what_walk_shows_on_every_accepted_hostile_layer() -> None:
+    for u in _successful_hostile_unions():
+        assert len(u) == sum(1 for _ in u.walk())
