@@ -35,12 +35,14 @@ import collections
 import io
 import struct
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from ..errors import TarFormatError
 from ..mediatypes import Compression, detect_compression
 from .limits import limit_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 try:  # pragma: no cover - exercised whichever way the environment is
     from isal import igzip as _igzip
@@ -354,7 +356,11 @@ class _BlockGzipWriter:
         self._crc = 0
         self._size = 0
         self._closed = False
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="layerkit-gzip") if threads > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+        if threads > 1:  # imported here: readers never need a pool (it pulls in logging, ~6 ms)
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="layerkit-gzip")
         self._max_inflight = 2 * threads
         self._inflight: collections.deque[Future[bytes]] = collections.deque()
         sink.write(GZIP_HEADER)
