@@ -15,8 +15,8 @@ from . import report, suites, workloads
 from .tools import (
     LayerkitBuilder,
     PrivateDockerd,
-    compile_layerkit,
     ensure_peers,
+    install_layerkit,
     make_builders,
 )
 
@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1024,
         help="size of the single-layer memory workload",
+    )
+    p.add_argument(
+        "--layerkit",
+        choices=["venv", "current"],
+        default="venv",
+        help="venv: time this checkout installed with pip into a fresh venv in the workdir, as users "
+        "run it (default); current: this interpreter's layerkit (an editable install, say)",
     )
     p.add_argument(
         "--no-install", action="store_true", help="do not install missing peers"
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     installed: list[str] = []
     if not args.no_install:
         ensure_peers(installed)
-    compile_layerkit(work / "pycache")
+    layerkit_setup = install_layerkit(args.layerkit, work)
     wanted = set(args.suites.split(","))
     base = make_base(work, args.base)
     ctx_root = work / "contexts"
@@ -196,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": ", ".join(installed)
         if installed
         else "all present (nothing installed)",
-        "bytecode": "layerkit byte-compiled before timing (PYTHONPYCACHEPREFIX in the workdir), "
-        "as an installed package is",
+        "layerkit": layerkit_setup,
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(

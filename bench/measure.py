@@ -50,12 +50,17 @@ def run_timed(
 
 
 def run_quiet(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    cwd: str | None = None,
 ) -> str:
     """Untimed setup/cleanup step."""
     r = subprocess.run(
         list(argv),
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,

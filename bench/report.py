@@ -252,7 +252,7 @@ def markdown(rows: list[Row], targets: list[Row], meta: dict[str, Any]) -> str:
         f"- Machine: {meta['machine']}; runs per tool: {meta['runs']}; date: {meta['date']}.",
         f"- Storage: {meta['storage']}",
         f"- Peers: {meta['peers']}",
-        f"- Bytecode: {meta['bytecode']}.",
+        f"- layerkit: {meta.get('layerkit') or meta.get('bytecode')}.",
         (
             "- Peak RSS is `ru_maxrss` of the timed command and the children it reaped: for `docker build` "
             "that is the client only (the work happens in dockerd)."
@@ -273,7 +273,7 @@ def markdown(rows: list[Row], targets: list[Row], meta: dict[str, Any]) -> str:
             "tools finish in well under a second and layerkit's Python start-up dominates."
         ),
         (
-            "- Start-up counts in every layerkit figure: each is a fresh `python -m layerkit` process. The "
+            "- Start-up counts in every layerkit figure: each is a fresh layerkit process. The "
             "`layerkit start-up` row (`layerkit --version`: interpreter, site-packages, the CLI) is the floor "
             "under all of them."
         ),

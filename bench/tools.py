@@ -22,7 +22,9 @@ from .measure import CommandFailed, Sample, run_quiet, run_timed
 from .workloads import BASE_IMAGE
 
 DOCKER = "/usr/bin/docker"  # the Engine 20.10 client (Debian docker.io); BuildKit is built into its daemon
+#: the command that runs layerkit (set by install_layerkit; edited in place, modules hold this list)
 LAYERKIT = [sys.executable, "-m", "layerkit"]
+REPO = Path(__file__).resolve().parents[1]
 
 #: binary -> Debian package that provides it
 DEBIAN_PEERS = {
@@ -103,16 +105,33 @@ def dive_path() -> str:
     return found
 
 
-def compile_layerkit(cache_dir: Path) -> None:
-    """Byte-compile layerkit and what it imports into ``cache_dir`` before anything is timed.
+def install_layerkit(mode: str, work: Path) -> str:
+    """Make ``LAYERKIT`` run the layerkit under test; returns how it was set up, for the report.
 
-    An installed layerkit has its ``.pyc`` files; a source checkout run with
-    ``PYTHONDONTWRITEBYTECODE`` would compile every module on every start (about 0.1 s), which
-    is a property of the checkout, not of layerkit. So every Python child of the bench reads and
-    writes bytecode under ``cache_dir`` (``PYTHONPYCACHEPREFIX``), and this warms it.
+    ``venv`` (the default) installs this checkout with ``pip install`` into a fresh virtual
+    environment in ``work``, as pip or pipx install it for users: its own site-packages, bytecode
+    compiled before anything is timed, none of the editable-install finders or ``.pth`` hooks that a
+    developer's interpreter may carry (each runs in every process: tens of milliseconds here).
+    ``current`` times this interpreter's layerkit instead, byte-compiled into ``work/pycache``
+    (``PYTHONPYCACHEPREFIX``), so a checkout run with ``PYTHONDONTWRITEBYTECODE`` does not compile
+    every module on every start.
     """
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+    if mode == "venv":
+        venv = work / "venv"
+        shutil.rmtree(venv, ignore_errors=True)
+        run_quiet([sys.executable, "-m", "venv", str(venv)])
+        python = str(venv / "bin" / "python")
+        run_quiet(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)]
+        )
+        LAYERKIT[:] = [str(venv / "bin" / "layerkit")]
+        how = f"installed with `pip install` into a fresh venv ({sys.version.split()[0]}), run as its `layerkit` script"
+    else:
+        python = sys.executable
+        os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        LAYERKIT[:] = [sys.executable, "-m", "layerkit"]
+        how = "this interpreter's `python -m layerkit`, byte-compiled into the workdir (PYTHONPYCACHEPREFIX)"
     code = (
         "import importlib, pkgutil, layerkit\n"
         "for m in pkgutil.walk_packages(layerkit.__path__, 'layerkit.'):\n"
@@ -120,8 +139,10 @@ def compile_layerkit(cache_dir: Path) -> None:
         "    try: importlib.import_module(m.name)\n"
         "    except Exception: pass\n"
     )
-    run_quiet([sys.executable, "-c", code])
+    # from outside the checkout: the venv must import its installed copy, not ./layerkit
+    run_quiet([python, "-c", code], cwd=str(work))
     run_quiet([*LAYERKIT, "--help"])
+    return how
 
 
 class PrivateDockerd:
