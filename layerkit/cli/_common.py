@@ -81,12 +81,6 @@ def stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def stdout_console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
-
-
 def is_tty() -> bool:
     return sys.stderr.isatty()
 

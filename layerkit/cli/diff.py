@@ -12,8 +12,8 @@ from ._common import (
     limits_option,
     platform_option,
     print_json,
-    stdout_console,
 )
+from .output import Output
 
 __all__ = ["diff"]
 
@@ -29,46 +29,45 @@ def _side(arg: str, platform: str | None, insecure: bool, limits: Any) -> Any:
     return d.image_side(image, arg, limits=limits)
 
 
-def _render(out: Any, result: Any) -> None:
-    from rich.markup import escape
-
+def _render(out: Output, result: Any) -> None:
     from .inspect import _human
 
     a, b = result.a, result.b
-    out.print(f"[bold]a[/] {escape(a.reference)} {a.digest}\n[bold]b[/] {escape(b.reference)} {b.digest}")
+    out.line(("a", "bold"), f" {a.reference} {a.digest}")
+    out.line(("b", "bold"), f" {b.reference} {b.digest}")
     if result.shared_layers:
-        out.print(f"shared layers: {len(result.shared_layers)} (" +
-                  ", ".join(f"a{s['a']}=b{s['b']}" for s in result.shared_layers) + ")")
+        out.line(f"shared layers: {len(result.shared_layers)} (" +
+                 ", ".join(f"a{s['a']}=b{s['b']}" for s in result.shared_layers) + ")")
     if result.identical:
-        out.print("no differences")
+        out.line("no differences")
         return
     files = result.files
     for key, mark, style in (("added", "+", "green"), ("removed", "-", "red")):
         for f in files.get(key, []):
-            out.print(f"[{style}]{mark} {escape(f['path'])}[/] ({f['type']}, {_human(f['size'])})")
+            out.line((f"{mark} {f['path']}", style), f" ({f['type']}, {_human(f['size'])})")
     for f in files.get("changed", []):
-        out.print(f"[yellow]~ {escape(f['path'])}[/] {', '.join(f['changes'])}")
+        out.line((f"~ {f['path']}", "yellow"), f" {', '.join(f['changes'])}")
     if result.sizes:
-        out.print("[bold]size changes by directory[/]")
+        out.line(("size changes by directory", "bold"))
         for s in result.sizes[:20]:
             sign = "+" if s["delta"] > 0 else "-"
-            out.print(f"  {escape(s['path'])}: {_human(s['before'])} → {_human(s['after'])} ({sign}{_human(abs(s['delta']))})")
+            out.line(f"  {s['path']}: {_human(s['before'])} → {_human(s['after'])} ({sign}{_human(abs(s['delta']))})")
     for key, value in result.config.items():
-        out.print(f"[bold]config {key}[/]: {escape(str(value))}")
+        out.line((f"config {key}", "bold"), f": {value}")
     hist = result.history
     if hist.get("removed") or hist.get("added"):
-        out.print(f"[bold]history[/] (first {hist['commonPrefix']} steps shared)")
+        out.line(("history", "bold"), f" (first {hist['commonPrefix']} steps shared)")
         for step in hist["removed"]:
-            out.print(f"[red]- {escape(step)}[/]")
+            out.line((f"- {step}", "red"))
         for step in hist["added"]:
-            out.print(f"[green]+ {escape(step)}[/]")
+            out.line((f"+ {step}", "green"))
     for manager, changes in result.packages.items():
         for p in changes["added"]:
-            out.print(f"[green]+ {manager} {p['name']} {p['version']}[/]")
+            out.line((f"+ {manager} {p['name']} {p['version']}", "green"))
         for p in changes["removed"]:
-            out.print(f"[red]- {manager} {p['name']} {p['version']}[/]")
+            out.line((f"- {manager} {p['name']} {p['version']}", "red"))
         for p in changes["changed"]:
-            out.print(f"[yellow]~ {manager} {p['name']} {p['previousVersion']} → {p['version']}[/]")
+            out.line((f"~ {manager} {p['name']} {p['previousVersion']} → {p['version']}", "yellow"))
 
 
 @click.command()
@@ -89,4 +88,4 @@ def diff(a: str, b: str, types: tuple[str, ...], as_json: bool, platform: str | 
     if as_json:
         print_json(result.to_json())
     else:
-        _render(stdout_console(), result)
+        _render(Output(), result)

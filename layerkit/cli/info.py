@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from ._common import json_option, print_json, stdout_console
+from ._common import json_option, print_json
+from .output import Column, Output, Table
 
 __all__ = ["info"]
 
@@ -50,17 +51,15 @@ def info(as_json: bool) -> None:
     if as_json:
         print_json(doc)
         return
-    from rich.table import Table
-
-    console = stdout_console()
-    console.print(f"layerkit {doc['version']} (Python {doc['python']})")
-    console.print(f"store: {doc['store']}")
-    table = Table("executor", "usable", "why not", title="RUN executors (auto order)", title_justify="left")
+    out = Output()
+    out.line(f"layerkit {doc['version']} (Python {doc['python']})")
+    out.line(f"store: {doc['store']}")
+    table = Table("executor", "usable", Column("why not", wrap=True), title="RUN executors (auto order)")
     for e in doc["executors"]:
         table.add_row(e["name"], "yes" if e["usable"] else "no", e["reason"] or "")
-    console.print(table)
-    console.print(f"default executor: {doc['default_executor'] or 'none: RUN steps cannot run here'}")
-    tools = Table("tool", "version", title="tools", title_justify="left")
+    out.table(table)
+    out.line(f"default executor: {doc['default_executor'] or 'none: RUN steps cannot run here'}")
+    tools = Table("tool", "version", title="tools")
     for name, version in doc["tools"].items():
         tools.add_row(name, version or "not found")
-    console.print(tools)
+    out.table(tools)

@@ -16,8 +16,8 @@ from ._common import (
     limits_option,
     platform_option,
     print_json,
-    stdout_console,
 )
+from .output import Column, Output, Span, Table, Tree
 
 __all__ = ["blame", "inspect"]
 
@@ -53,12 +53,10 @@ def _inspect_with_progress(image: Any, reference: str, limits: Any) -> Any:
         return inspect_image(image, reference=reference, progress=hook, limits=limits)
 
 
-def _render_summary(out: Any, ins: Any) -> None:
-    from rich.table import Table
-
+def _render_summary(out: Output, ins: Any) -> None:
     image, cfg = ins.image, ins.config
-    out.print(f"[bold]{ins.reference}[/]  (from {ins.source})")
-    meta = Table.grid(padding=(0, 2))
+    out.line((ins.reference, "bold"), f"  (from {ins.source})")
+    meta = Table("key", "value", header=False)
     meta.add_row("digest", str(image.digest))
     meta.add_row("media type", image.media_type)
     meta.add_row("platform", str(image.platform))
@@ -77,31 +75,21 @@ def _render_summary(out: Any, ins: Any) -> None:
         meta.add_row("label", f"{k}={v}")
     if c.get("Healthcheck"):
         meta.add_row("healthcheck", str(c["Healthcheck"].get("Test")))
-    out.print(meta)
-    hist = Table(title="history", title_justify="left")
-    hist.add_column("#", justify="right")
-    hist.add_column("layer", justify="right")
-    hist.add_column("created by", overflow="fold")
+    out.table(meta)
+    hist = Table(Column("#", "right"), Column("layer", "right"), Column("created by", wrap=True), title="history")
     layer_of_step = {h: i for i, h in enumerate(ins.history_of_layer) if h is not None}
     for i, h in enumerate(cfg.history):
         layer = layer_of_step.get(i)
         hist.add_row(str(i), "empty" if layer is None else str(layer), h.created_by)
-    out.print(hist)
+    out.table(hist)
 
 
-def _render_layers(out: Any, ins: Any, detailed: bool) -> None:
-    from rich import box
-    from rich.table import Table
-
-    if not out.is_terminal:  # a pipe or a file: never squeeze the figures into 80 columns
-        out.width = max(out.width, 160)
-    table = Table(title="layers", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("#", "digest", "size", "uncompr.", "files"):
-        table.add_column(col, justify="left" if col == "digest" else "right", no_wrap=True)
+def _render_layers(out: Output, ins: Any, detailed: bool) -> None:
+    columns = [Column("#", "right"), Column("digest"), Column("size", "right"), Column("uncompr.", "right"),
+               Column("files", "right")]
     if detailed:
-        for col in ("content", "survives", "wasted", "A/M/R", "priv"):
-            table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("created by", no_wrap=True, overflow="ellipsis", max_width=50)
+        columns += [Column(name, "right") for name in ("content", "survives", "wasted", "A/M/R", "priv")]
+    table = Table(*columns, Column("created by", max_width=50), title="layers")
     for st in ins.layers:
         row = [str(st.index), st.digest.short[:8], _human(st.size), _human(st.uncompressed_size), str(st.files)]
         if detailed:
@@ -109,23 +97,21 @@ def _render_layers(out: Any, ins: Any, detailed: bool) -> None:
                     f"{st.added[0]}/{st.modified[0]}/{st.removed[0]}", str(len(ins.layer_privileged[st.index]))]
         row.append(ins.created_by(st.index))
         table.add_row(*row)
-    out.print(table)
+    out.table(table)
     tot = ins.totals()
-    out.print(f"total: {_human(tot['size'])} compressed, {_human(tot['uncompressedSize'])} uncompressed, "
-              f"{_human(tot['contentSize'])} content, {_human(tot['survivingSize'])} in the merged image, "
-              f"{tot['files']} paths")
+    out.line(f"total: {_human(tot['size'])} compressed, {_human(tot['uncompressedSize'])} uncompressed, "
+             f"{_human(tot['contentSize'])} content, {_human(tot['survivingSize'])} in the merged image, "
+             f"{tot['files']} paths")
 
 
-def _render_privileged(out: Any, ins: Any) -> None:
+def _render_privileged(out: Output, ins: Any) -> None:
     """setuid/setgid files, file capabilities, devices and world-writable paths the image shows:
     always printed, so nobody runs an image without seeing what it can do beyond plain files."""
-    from rich.markup import escape
-
     priv = ins.privileged
     if not len(priv):
-        out.print("privileged: none (no setuid/setgid files, file capabilities, devices or world-writable paths)")
+        out.line("privileged: none (no setuid/setgid files, file capabilities, devices or world-writable paths)")
         return
-    out.print("[bold]privileged[/] (merged image)")
+    out.line(("privileged", "bold"), " (merged image)")
     rows: list[tuple[str, dict[str, Any], str]] = []
     rows += [("setuid", d, "") for d in priv.setuid]
     rows += [("setgid", d, "") for d in priv.setgid]
@@ -133,51 +119,44 @@ def _render_privileged(out: Any, ins: Any) -> None:
     rows += [(d["type"], d, "{}:{}".format(*d["device"])) for d in priv.devices]
     rows += [("o+w", d, d["type"]) for d in priv.world_writable]
     for kind, d, note in rows:
-        out.print(f"  {kind:<6} {escape(d['path'])}  {d['mode']} {d['uid']}:{d['gid']}  layer {d['layer']}"
-                  + (f"  {escape(note)}" if note else ""))
+        out.line(f"  {kind:<6} {d['path']}  {d['mode']} {d['uid']}:{d['gid']}  layer {d['layer']}"
+                 + (f"  {note}" if note else ""))
 
 
-def _render_files(out: Any, ins: Any, only: int | None) -> None:
-    from rich.markup import escape
-    from rich.tree import Tree
-
+def _render_files(out: Output, ins: Any, only: int | None) -> None:
     style = {"+": "green", "~": "yellow", "-": "red"}
     for st in ins.layers:
         if only is not None and st.index != only:
             continue
-        tree = Tree(f"[bold]layer {st.index}[/] {st.digest.short}  {escape(ins.created_by(st.index))}")
-        nodes: dict[str, Any] = {"": tree}
+        tree = Tree((f"layer {st.index}", "bold"), f" {st.digest.short}  {ins.created_by(st.index)}")
+        nodes: dict[str, Tree] = {"": tree}
         for change in st.changes:
             parent_path, _, name = change.path.rpartition("/")
             parent = nodes.get(parent_path)
             if parent is None:  # a change below an unchanged directory: show the path from there
                 parent, name = tree, change.path
-            note = ""
+            size = f" {_human(change.size)}" if change.type == "file" else f" ({change.type})"
+            label: list[Span] = [(f"{change.kind} {name}", style[change.kind]), size]
             if change.lower is not None:
                 verb = "hides" if change.kind == "~" else "removes"
-                note = f"  [dim]{verb} layer {change.lower}[/]"
-            size = f" {_human(change.size)}" if change.type == "file" else f" ({change.type})"
-            label = f"[{style[change.kind]}]{change.kind} {escape(name)}[/]{size}{note}"
-            nodes[change.path] = parent.add(label)
-        out.print(tree)
+                label.append((f"  {verb} layer {change.lower}", "dim"))
+            nodes[change.path] = parent.add(*label)
+        out.tree(tree)
 
 
-def _render_waste(out: Any, ins: Any) -> None:
-    from rich.table import Table
-
+def _render_waste(out: Output, ins: Any) -> None:
     w = ins.waste
-    table = Table(title="wasted space (stored, never shown)", title_justify="left")
-    for col in ("path", "wasted", "copies"):
-        table.add_column(col, justify="right" if col == "wasted" else "left", overflow="fold")
+    table = Table(Column("path", wrap=True), Column("wasted", "right"), Column("copies", wrap=True),
+                  title="wasted space (stored, never shown)")
     for wp in w.paths[:20]:
         copies = ", ".join(f"layer {c.layer} {c.reason} by {c.hidden_by}" for c in wp.copies)
         table.add_row("/" + wp.path, _human(wp.bytes), copies)
-    out.print(table)
-    out.print("per layer: " + ", ".join(f"{i}: {_human(b)}" for i, b in enumerate(w.per_layer)))
-    out.print(f"reclaimable: {_human(w.reclaimable_bytes)} ({w.reclaimable_bytes} bytes)")
+    out.table(table)
+    out.line("per layer: " + ", ".join(f"{i}: {_human(b)}" for i, b in enumerate(w.per_layer)))
+    out.line(f"reclaimable: {_human(w.reclaimable_bytes)} ({w.reclaimable_bytes} bytes)")
     d = w.dive
     pct = "n/a" if d.user_wasted_percent is None else f"{d.user_wasted_percent * 100:.2f}%"
-    out.print(f"dive: efficiency {d.efficiency * 100:.4f}%, wasted bytes {d.wasted_bytes}, user wasted {pct}")
+    out.line(f"dive: efficiency {d.efficiency * 100:.4f}%, wasted bytes {d.wasted_bytes}, user wasted {pct}")
 
 
 @click.command()
@@ -239,7 +218,7 @@ def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: 
             doc["ci"] = {"passed": all(r.passed for r in results), "rules": [r.to_json() for r in results]}
         print_json(doc)
     else:
-        out = stdout_console()
+        out = Output()
         if not (show_layers or show_files or show_waste or ci):
             _render_summary(out, ins)
             _render_layers(out, ins, detailed=False)
@@ -252,8 +231,7 @@ def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: 
             _render_waste(out, ins)
         if results is not None:
             for r in results:
-                mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
-                out.print(f"{mark} {r.name}: {r.value} (allowed {r.threshold})")
+                out.line(("PASS", "green") if r.passed else ("FAIL", "red"), f" {r.name}: {r.value} (allowed {r.threshold})")
     if results is not None and not all(r.passed for r in results):
         raise click.exceptions.Exit(1)
 
@@ -278,16 +256,16 @@ def blame(ref: str, path: str, as_json: bool, platform: str | None, insecure: bo
     if as_json:
         print_json(result.to_json())
         return
-    out = stdout_console()
+    out = Output()
     if result.provider is None:
-        out.print(f"{result.path}: not in the merged image")
+        out.line(f"{result.path}: not in the merged image")
     else:
-        out.print(f"{result.path}: provided by layer {result.provider}  {ins.created_by(result.provider)}")
+        out.line(f"{result.path}: provided by layer {result.provider}  {ins.created_by(result.provider)}")
     for v in result.versions:
         if v.layer == result.provider and v.fate == "visible":
             continue
         what = "implied directory" if v.implicit else v.type
         by = f" by layer {v.hidden_by}  {ins.created_by(v.hidden_by)}" if v.hidden_by is not None else ""
-        out.print(f"  layer {v.layer} ({what}, {_human(v.size)}): {v.fate}{by}")
+        out.line(f"  layer {v.layer} ({what}, {_human(v.size)}): {v.fate}{by}")
         if v.created_by:
-            out.print(f"    made by: {v.created_by}")
+            out.line(f"    made by: {v.created_by}")

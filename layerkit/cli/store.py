@@ -10,7 +10,8 @@ from ..errors import ImageNotFoundError
 from ..spec import ANNOTATION_REF_NAME
 from ..store import GC_GRACE_SECONDS, open_store
 from ..store.lock import LockTimeoutError
-from ._common import json_option, print_json, stdout_console
+from ._common import json_option, print_json
+from .output import Column, Output, Table
 
 
 def human_size(n: int) -> str:
@@ -57,18 +58,11 @@ def images(as_json: bool) -> None:
     if as_json:
         print_json([r.to_json() for r in rows])
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "DIGEST", "CREATED", "SIZE", "PLATFORM"):
-        table.add_column(column, justify="right" if column == "SIZE" else "left", no_wrap=True)
+    table = Table("NAME", "DIGEST", "CREATED", Column("SIZE", "right"), "PLATFORM")
     for r in rows:
         table.add_row(r.name or "<none>", r.descriptor.digest.short, ago(r.created), human_size(r.size),
                       ",".join(str(p) for p in r.platforms))
-    console = stdout_console()
-    if not console.is_terminal:  # piped: full names for grep/awk rather than a table cropped to 80 columns
-        console.width = 10_000
-    console.print(table)
+    Output().table(table)
 
 
 @click.command()
