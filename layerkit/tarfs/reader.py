@@ -557,6 +557,13 @@ def iter_entries(
         merged = globals_
         if pax is not None:
             merged = {**globals_, **pax} if globals_ else pax
+            if len(merged) == 1 and "mtime" in merged:
+                # a lone mtime record, the usual extension (layerkit, BuildKit and tarfile write it
+                # for sub-second times): the common spelling parsed here, anything else below
+                sec, _, frac = merged["mtime"].partition(b".")
+                if sec.isdigit() and len(sec) <= 20 and (not frac or frac.isdigit()):
+                    mtime_ns = int(sec) * 1_000_000_000 + (int(frac[:9].ljust(9, b"0")) if frac else 0)
+                    merged = globals_  # empty: nothing else to apply
         if merged:
             ewhat = _Where(what, name, hdr_off)
             for key, val in merged.items():

@@ -279,8 +279,21 @@ class Union:
             node = Node(_ROOT, i, seq, entry)
             self._replace_dir(self._view[_ROOT], node, i)
             return
-        self._check_ancestors(path, label)
-        self._ensure_parents(i, path, label)
+        head, sep, name = path.rpartition("/")
+        d = head if sep else _ROOT
+        up = self._view.get(d)
+        if up is None or up.entry.type is not EntryType.DIR or WHITEOUT_PREFIX in path:
+            self._check_ancestors(path, label)
+            self._ensure_parents(i, path, label)
+        elif entry.type is EntryType.FILE and path not in self._view:
+            # the common case, inlined (tens of thousands per layer): a new file in a visible directory
+            node = Node(path, i, seq, entry)
+            node.content = node
+            self._by_layer[i].append(node)
+            self._history.setdefault(path, []).append(node)
+            self._view[path] = node
+            self._kids[d].add(name)
+            return
         node = Node(path, i, seq, entry)
         if entry.type is EntryType.FILE:
             node.content = node
