@@ -183,7 +183,7 @@ class ThreadedVerifyingReader(VerifyingReader):
     at most ``depth`` chunks wait for the hasher. ``close`` stops the thread."""
 
     def __init__(self, raw: BinaryIO | IO[bytes], expected: Digest | str, size: int | None = None, *,
-                 what: str = "blob", source: str = "", depth: int = 8) -> None:
+                 what: str = "blob", source: str = "", depth: int = 2) -> None:
         import queue
         import threading
 

@@ -32,6 +32,9 @@ from .paths import clean_member
 __all__ = ["DEFAULT_LIMITS", "Limits", "iter_entries", "iter_layer"]
 
 BLOCK = 512
+#: bytes asked of the stream per read: big, because under ``inspect`` each read is one hand-over to
+#: the hashing thread, and every hand-over costs both threads a GIL switch (1 MiB → 8 MiB: -7%)
+READ_SIZE = 8 << 20
 _ZERO_BLOCK = bytes(BLOCK)
 _MAX_SIZE = 1 << 62  # beyond any real file; also bounds base-256 nonsense
 
@@ -83,7 +86,7 @@ class _Source:
             return buf[pos : pos + BLOCK]
         rest = buf[pos:]
         while len(rest) < BLOCK:
-            chunk = self._raw_read(CHUNK)
+            chunk = self._raw_read(READ_SIZE)
             if not chunk:
                 break
             rest += chunk
@@ -110,7 +113,7 @@ class _Source:
         need = n - avail
         self._buf, self._pos = b"", 0
         while need:
-            chunk = self._raw_read(need if need >= 65536 else CHUNK)
+            chunk = self._raw_read(need if need >= 65536 else READ_SIZE)
             if not chunk:
                 raise TarFormatError(f"{self._what}: truncated archive: {need} bytes missing at byte {self.offset - need}")
             if len(chunk) > need:
@@ -137,7 +140,7 @@ class _Source:
         # whole chunks, read and dropped (one copy: a readinto into scratch space costs a second one
         # through the Python stream wrappers); the tail of the last one is the next buffer
         while n:
-            chunk = self._raw_read(CHUNK)
+            chunk = self._raw_read(READ_SIZE)
             if not chunk:
                 raise TarFormatError(f"{self._what}: truncated archive: {n} bytes missing at byte {self.offset - n}")
             if len(chunk) > n:
@@ -149,7 +152,7 @@ class _Source:
         """Consume the stream to EOF (record padding), so digest-verifying wrappers see it all."""
         self._buf, self._pos = b"", 0
         while True:
-            chunk = self._raw_read(CHUNK)
+            chunk = self._raw_read(READ_SIZE)
             if not chunk:
                 return
             self._count(len(chunk))
