@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .digest import Digest
 from .errors import (
     AuthenticationError,
     BlobNotFoundError,
@@ -37,15 +36,23 @@ from .errors import (
     UnsupportedInstructionError,
     UnsupportedMediaTypeError,
 )
-from .image import Image, ImageSink, Layer
 from .lazy import lazy_attributes
-from .mediatypes import Compression
-from .spec import Descriptor, History, ImageConfig, Index, Manifest, Platform
 
 __version__ = "0.1.0"
 
 #: public name -> module that defines it (imported on first access)
 _LAZY = {
+    "Digest": ".digest",
+    "Image": ".image",
+    "ImageSink": ".image",
+    "Layer": ".image",
+    "Compression": ".mediatypes",
+    "Descriptor": ".spec",
+    "History": ".spec",
+    "ImageConfig": ".spec",
+    "Index": ".spec",
+    "Manifest": ".spec",
+    "Platform": ".spec",
     "open_image": ".transport",
     "open_index": ".transport",
     "open_sink": ".transport",
@@ -134,6 +141,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .api import build_image, copy, diff, export, inspect, pull, push, unpack
+    from .digest import Digest
+    from .image import Image, ImageSink, Layer
+    from .mediatypes import Compression
+    from .spec import Descriptor, History, ImageConfig, Index, Manifest, Platform
     from .store import open_store
     from .tarfs import Entry, EntryType, LayerWriter
     from .tarfs.limits import Limits
