@@ -117,21 +117,29 @@ def install_layerkit(mode: str, work: Path) -> str:
     every module on every start.
     """
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    how = ""
     if mode == "venv":
         venv = work / "venv"
         shutil.rmtree(venv, ignore_errors=True)
-        run_quiet([sys.executable, "-m", "venv", str(venv)])
-        python = str(venv / "bin" / "python")
-        run_quiet(
-            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)]
-        )
-        LAYERKIT[:] = [str(venv / "bin" / "layerkit")]
-        how = f"installed with `pip install` into a fresh venv ({sys.version.split()[0]}), run as its `layerkit` script"
-    else:
+        try:
+            run_quiet([sys.executable, "-m", "venv", str(venv)])
+            python = str(venv / "bin" / "python")
+            run_quiet(
+                [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)]
+            )
+        except CommandFailed as exc:  # no package index reachable, say: time what is here, and say so
+            print(f"bench: installing layerkit into a venv failed, timing this interpreter's: {exc}",
+                  file=sys.stderr)
+            mode = "current"
+            how = "a venv install failed, so: "
+        else:
+            LAYERKIT[:] = [str(venv / "bin" / "layerkit")]
+            how = f"installed with `pip install` into a fresh venv ({sys.version.split()[0]}), run as its `layerkit` script"
+    if mode != "venv":
         python = sys.executable
         os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         LAYERKIT[:] = [sys.executable, "-m", "layerkit"]
-        how = "this interpreter's `python -m layerkit`, byte-compiled into the workdir (PYTHONPYCACHEPREFIX)"
+        how += "this interpreter's `python -m layerkit`, byte-compiled into the workdir (PYTHONPYCACHEPREFIX)"
     code = (
         "import importlib, pkgutil, layerkit\n"
         "for m in pkgutil.walk_packages(layerkit.__path__, 'layerkit.'):\n"
@@ -139,8 +147,8 @@ def install_layerkit(mode: str, work: Path) -> str:
         "    try: importlib.import_module(m.name)\n"
         "    except Exception: pass\n"
     )
-    # from outside the checkout: the venv must import its installed copy, not ./layerkit
-    run_quiet([python, "-c", code], cwd=str(work))
+    # a venv's python from outside the checkout: it must import its installed copy, not ./layerkit
+    run_quiet([python, "-c", code], cwd=str(work) if mode == "venv" else None)
     run_quiet([*LAYERKIT, "--help"])
     return how
 
