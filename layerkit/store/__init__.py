@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from .layout import (
-    GC_GRACE_SECONDS,
-    BlobWriter,
-    CheckResult,
-    GcResult,
-    ImageSummary,
-    OCILayout,
-)
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+from .layout import GC_GRACE_SECONDS, BlobWriter, OCILayout
 from .local import LocalStore, default_home, normalize_tag, open_store
 from .lock import FileLock, LockTimeoutError
 
@@ -27,3 +23,10 @@ __all__ = [
     "normalize_tag",
     "open_store",
 ]
+
+#: the maintenance reports, defined on first use (see :mod:`.results`)
+__getattr__ = lazy_attributes(__name__, {"CheckResult": ".results", "GcResult": ".results",
+                                         "ImageSummary": ".results"})
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import CheckResult, GcResult, ImageSummary

@@ -28,9 +28,8 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from .. import mediatypes as mt
 from ..digest import CHUNK, Digest, Hasher, VerifyingReader
@@ -58,13 +57,13 @@ from ..spec import (
 )
 from .lock import FileLock
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import CheckResult, GcResult, ImageSummary
+
 __all__ = [
     "GC_GRACE_SECONDS",
     "LAYOUT_VERSION",
     "BlobWriter",
-    "CheckResult",
-    "GcResult",
-    "ImageSummary",
     "OCILayout",
 ]
 
@@ -118,70 +117,6 @@ def _is_digest(text: str) -> bool:
         return False
     return True
 
-
-@dataclass(frozen=True)
-class GcResult:
-    """What ``gc`` removed (or, with ``dry_run``, would remove)."""
-
-    removed: list[Digest]
-    freed_bytes: int
-    #: unreferenced blobs left alone because they are younger than the grace period
-    kept_recent: list[Digest] = field(default_factory=list)
-    #: abandoned ingest temp files (from crashed writers) that were deleted
-    temp_files_removed: int = 0
-    dry_run: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "removed": [str(d) for d in self.removed],
-            "freedBytes": self.freed_bytes,
-            "keptRecent": [str(d) for d in self.kept_recent],
-            "tempFilesRemoved": self.temp_files_removed,
-            "dryRun": self.dry_run,
-        }
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of ``check``: ``ok`` is False when ``problems`` lists any damage."""
-
-    ok: bool
-    problems: list[str]
-    blobs_checked: int = 0
-    bytes_checked: int = 0
-    #: corrupt blobs deleted by ``check(repair=True)`` so that the next pull fetches them again
-    repaired: list[Digest] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "problems": list(self.problems),
-            "blobsChecked": self.blobs_checked,
-            "bytesChecked": self.bytes_checked,
-            "repaired": [str(d) for d in self.repaired],
-        }
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """One ``index.json`` entry as ``layerkit images`` shows it."""
-
-    name: str  # "" for an untagged entry
-    descriptor: Descriptor
-    created: str
-    #: bytes of every distinct blob the entry references (compressed layers, configs, manifests)
-    size: int
-    platforms: tuple[Platform, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "digest": str(self.descriptor.digest),
-            "mediaType": self.descriptor.media_type,
-            "created": self.created,
-            "size": self.size,
-            "platform": ",".join(str(p) for p in self.platforms),
-        }
 
 
 class BlobWriter:
@@ -652,6 +587,8 @@ class OCILayout:
 
     def summaries(self) -> list[ImageSummary]:
         """One summary per ``index.json`` entry (tags sorted, untagged last)."""
+        from .results import ImageSummary
+
         out = []
         for desc in self.entries():
             name = desc.annotations.get(ANNOTATION_REF_NAME, "")
@@ -716,6 +653,8 @@ class OCILayout:
            timeout: float | None = None) -> GcResult:
         """Delete blobs no ``index.json`` entry reaches, and temp files of crashed writers. Waits
         (up to ``timeout``) for running writers; keeps anything modified in the last ``grace`` s."""
+        from .results import GcResult
+
         removed: list[Digest] = []
         kept: list[Digest] = []
         freed = 0
@@ -751,6 +690,8 @@ class OCILayout:
     def check(self, repair: bool = False) -> CheckResult:
         """Re-hash every blob against its name and check that every entry of ``index.json`` is a
         complete, parseable image. ``repair`` deletes corrupt blobs so a new pull stores them again."""
+        from .results import CheckResult
+
         problems: list[str] = []
         corrupt: dict[Digest, str] = {}
         n_blobs = n_bytes = 0

@@ -18,11 +18,15 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidReferenceError
 from ..reference import DockerReference
 from ..spec import Descriptor
-from .layout import GC_GRACE_SECONDS, GcResult, OCILayout, _is_digest
+from .layout import GC_GRACE_SECONDS, OCILayout, _is_digest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import GcResult
 
 __all__ = ["LocalStore", "default_home", "normalize_tag", "open_store"]
 

@@ -1,8 +1,9 @@
 """Pure tar logic for OCI layers: entries, member paths, whiteouts, codecs, reader, writer, trees.
 
 No store and no network here; the unioner, builder and inspector stand on this package.
-The codec-backed modules (compression, reader, writer, tree) are imported on first use of their
-names: they pull in zstandard, isal and a thread pool, which a cached rebuild never needs.
+Every module but the whiteout names is imported on first use of its names: the codec-backed ones
+(compression, reader, writer, tree) pull in zstandard, isal and a thread pool, and the data classes
+cost start-up time, which a cached rebuild that only walks its context never needs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..lazy import lazy_attributes
-from .entry import Entry, EntryType
-from .limits import DEFAULT_LIMITS, Limits
-from .paths import clean_member, join_link
 from .whiteout import (
     OPAQUE_WHITEOUT,
     WHITEOUT_META_PREFIX,
@@ -25,6 +23,12 @@ from .whiteout import (
 )
 
 _LAZY = {
+    "Entry": ".entry",
+    "EntryType": ".entry",
+    "DEFAULT_LIMITS": ".limits",
+    "Limits": ".limits",
+    "clean_member": ".paths",
+    "join_link": ".paths",
     "DEFAULT_LEVEL": ".compression",
     "open_compressor": ".compression",
     "open_decompressed": ".compression",
@@ -46,6 +50,9 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .compression import DEFAULT_LEVEL, open_compressor, open_decompressed
+    from .entry import Entry, EntryType
+    from .limits import DEFAULT_LIMITS, Limits
+    from .paths import clean_member, join_link
     from .reader import iter_entries, iter_layer
     from .tree import entry_from_stat, read_xattrs, walk_tree, write_tree
     from .writer import LayerResult, LayerWriter, layer_order_key, sorted_entries
