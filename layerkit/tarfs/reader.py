@@ -538,18 +538,17 @@ def iter_entries(
                 uid = int(blk[108:116].rstrip(b"\0 "), 8)
                 gid = int(blk[116:124].rstrip(b"\0 "), 8)
                 mtime_ns = int(blk[136:148].rstrip(b"\0 "), 8) * 1_000_000_000
-                if posix_or_gnu:
-                    devmajor = int(blk[329:337].rstrip(b"\0 "), 8)
-                    devminor = int(blk[337:345].rstrip(b"\0 "), 8)
-                else:
-                    devmajor = devminor = 0
             except ValueError:
                 mode = _num(blk[100:108]) & 0o7777
                 uid = _num(blk[108:116])
                 gid = _num(blk[116:124])
                 mtime_ns = _num(blk[136:148]) * 1_000_000_000
-                devmajor = _num(blk[329:337]) if posix_or_gnu else 0
-                devminor = _num(blk[337:345]) if posix_or_gnu else 0
+            # device numbers only mean something on device nodes (GNU tar leaves them NUL elsewhere)
+            if posix_or_gnu and (tflag == b"3" or tflag == b"4"):
+                devmajor = _num(blk[329:337])
+                devminor = _num(blk[337:345])
+            else:
+                devmajor = devminor = 0
         except ValueError:
             raise TarFormatError(f"{what}: entry {name!r} at byte {hdr_off}: invalid numeric field") from None
         link: str | None = longlink.decode("utf-8", "surrogateescape") if longlink is not None else None
