@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -199,6 +200,8 @@ def _file_size(node: Node) -> int:
     return node.entry.size if node.entry.type is EntryType.FILE else 0
 
 
+_by_path = operator.attrgetter("path")
+
 _REASON = {Fate.WHITED_OUT: "whiteout", Fate.OPAQUE_HIDDEN: "opaque", Fate.OVERWRITTEN: "replaced"}
 
 
@@ -228,7 +231,7 @@ def layer_changes(union: Union) -> list[list[Change]]:
             lower = replaced.get(path)
             kind = ADDED if lower is None else MODIFIED
             changes.append(Change(path, kind, node.entry.type.value, _file_size(node), lower))
-        changes.sort(key=lambda c: c.path)
+        changes.sort(key=_by_path)
         out.append(changes)
     return out
 

@@ -203,6 +203,7 @@ class Union:
         self._kids: dict[str, set[str]] = {_ROOT: set()}
         self._history: dict[str, list[Node]] = {_ROOT: [root]}
         self._by_layer: list[list[Node]] = []
+        self._fates: list[LayerFate] | None = None
         self._whiteouts: list[list[str]] = []
         for i, layer in enumerate(self.layers):
             if progress is not None:
@@ -476,6 +477,9 @@ class Union:
         return list(self._whiteouts[layer])
 
     def layer_fates(self) -> list[LayerFate]:
+        """What became of each layer's members (counts and bytes); computed once, the index is final."""
+        if self._fates is not None:
+            return self._fates
         out = []
         for i, nodes in enumerate(self._by_layer):
             f = LayerFate(i, whiteouts=len(self._whiteouts[i]))
@@ -493,6 +497,7 @@ class Union:
                     else:
                         f.opaque_hidden += 1
             out.append(f)
+        self._fates = out
         return out
 
     # -- content -----------------------------------------------------------------------------------
