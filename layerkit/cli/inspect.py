@@ -56,7 +56,7 @@ def _inspect_with_progress(image: Any, reference: str, limits: Any) -> Any:
 def _render_summary(out: Output, ins: Any) -> None:
     image, cfg = ins.image, ins.config
     out.line((ins.reference, "bold"), f"  (from {ins.source})")
-    meta = Table("key", "value", header=False)
+    meta = Table("key", Column("value", wrap=True), header=False)
     meta.add_row("digest", str(image.digest))
     meta.add_row("media type", image.media_type)
     meta.add_row("platform", str(image.platform))

@@ -122,9 +122,12 @@ class Output:
         else:
             out = RichTable.grid(padding=(0, 2))
         for c in table.columns:
-            out.add_column(c.name, justify=c.justify, no_wrap=not c.wrap, overflow="fold" if c.wrap else "ellipsis")
+            # columns that may give way when the terminal is narrow: folded ones and capped ones
+            # (which end in "…"); the rest (figures, digests) keep their width
+            out.add_column(c.name, justify=c.justify, no_wrap=not (c.wrap or c.max_width),
+                           overflow="fold" if c.wrap else "ellipsis")
         for row in table.rows:
-            out.add_row(*_texts(row))
+            out.add_row(*_texts(row, table.columns))
         return out
 
     @staticmethod
@@ -141,7 +144,8 @@ class Output:
         return root
 
 
-def _texts(row: list[str]) -> list[Any]:
+def _texts(row: list[str], columns: list[Column]) -> list[Any]:
     from rich.text import Text
 
-    return [Text(cell) for cell in row]  # Text, not str: cells are never parsed as markup
+    # Text, not str: cells are never parsed as markup; only folded columns take several lines
+    return [Text(cell, no_wrap=not c.wrap, overflow="fold" if c.wrap else "ellipsis") for cell, c in zip(row, columns)]

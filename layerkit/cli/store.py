@@ -58,7 +58,7 @@ def images(as_json: bool) -> None:
     if as_json:
         print_json([r.to_json() for r in rows])
         return
-    table = Table("NAME", "DIGEST", "CREATED", Column("SIZE", "right"), "PLATFORM")
+    table = Table(Column("NAME", wrap=True), "DIGEST", "CREATED", Column("SIZE", "right"), "PLATFORM")
     for r in rows:
         table.add_row(r.name or "<none>", r.descriptor.digest.short, ago(r.created), human_size(r.size),
                       ",".join(str(p) for p in r.platforms))
