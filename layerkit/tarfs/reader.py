@@ -22,7 +22,6 @@ import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..digest import CHUNK
 from ..errors import LayerError, LimitExceededError, TarFormatError, UnsafePathError
 from .compression import open_decompressed
 from .entry import Entry, EntryType
