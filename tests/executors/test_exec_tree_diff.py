@@ -8,7 +8,6 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from exec_helpers import make_write_layer
 
 from layerkit.build.executors.overlay_diff import LowerView, overlay_changes
 from layerkit.build.executors.snapshots import OPAQUE_XATTR, extract_overlay_layer
-from layerkit.build.executors.tree_diff import ChangeSet, diff_trees
+from layerkit.build.executors.tree_diff import ChangeSet, diff_trees, fs_clock_ns
 from layerkit.store import open_store
 from layerkit.tarfs.compression import open_decompressed
 from layerkit.tarfs.entry import Entry, EntryType
@@ -47,9 +46,9 @@ def _tree(root: Path) -> None:
 
 
 def _copy(before: Path, after: Path) -> int:
+    """Copy the tree as an executor does; returns ``since_ns`` as the executor takes it."""
     shutil.copytree(before, after, symlinks=True, copy_function=shutil.copy2)
-    time.sleep(0.01)
-    return time.time_ns()
+    return fs_clock_ns(after.parent)
 
 
 def _paths(cs: ChangeSet) -> dict[str, Entry]:

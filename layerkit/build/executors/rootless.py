@@ -40,7 +40,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ from .native import (
 )
 from .owners import OwnerMap
 from .snapshots import Snapshots
-from .tree_diff import diff_trees
+from .tree_diff import diff_trees, fs_clock_ns
 
 __all__ = ["RootlessExecutor", "create_executor"]
 
@@ -119,7 +118,7 @@ class RootlessExecutor:
         try:
             after = work / "rootfs"
             subprocess.run(["cp", "-a", "--reflink=auto", f"{before}/.", str(after)], check=True, capture_output=True)
-            since_ns = time.time_ns()
+            since_ns = fs_clock_ns(work)
             root = str(after)
             made_workdir: list[str] = []  # part of the layer, owned by root (BuildKit creates it so)
             sandbox.resolve_in_root(root, request.workdir or "/", create="dir", created=made_workdir)

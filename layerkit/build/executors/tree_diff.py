@@ -11,14 +11,16 @@ layer, where a tar hard link cannot point).
 :func:`diff_trees` compares a *before* tree (the parent's rootfs, left untouched) with the *after*
 tree the step ran in (a copy of it). Entries are equal when type, mode, owner, size, mtime_ns, link
 target, device number and xattrs agree; for regular files whose metadata agree but whose ctime is
-newer than the copy (``since_ns``) — written and then given back its old mtime — the contents are
-compared too. It is the diff for executors that cannot use overlayfs (rootless, bwrap).
+not older than the copy (``since_ns``, from :func:`fs_clock_ns`) — written and then given back its old
+mtime — the contents are compared too. It is the diff for executors that cannot use overlayfs
+(rootless, bwrap).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -185,12 +187,26 @@ class ChangeSet:
                 writer.add(entry)
 
 
+def fs_clock_ns(directory: str | os.PathLike[str]) -> int:
+    """Now, by the clock the filesystem under ``directory`` stamps ctimes with: the ctime of a file
+    made there. (The kernel stamps from a coarse clock that can trail ``time.time_ns()`` by a tick,
+    so a file written just after a ``time.time_ns()`` reading may carry an older ctime.)"""
+    fd, path = tempfile.mkstemp(prefix=".clock-", dir=directory)
+    try:
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def diff_trees(before_dir: str, after_dir: str, *, since_ns: int | None = None,
                changes: ChangeSet | None = None, skip: Callable[[str], bool] | None = None) -> ChangeSet:
     """The changes turning ``before_dir`` into ``after_dir`` (see the module docstring).
 
-    ``since_ns``: when the after tree was made; regular files changed (ctime) later but whose
-    metadata match are compared byte by byte. ``None`` compares every same-looking file's content.
+    ``since_ns``: when the after tree was made (:func:`fs_clock_ns` once the copy is done); regular
+    files changed (ctime) since then whose metadata match are compared byte by byte (a file copied in
+    the same clock tick is compared too: only the cost of a read). ``None`` compares every
+    same-looking file's content.
     ``skip(member)`` leaves a path (and what is under it) out of the comparison.
     """
     cs = changes if changes is not None else ChangeSet(after_dir)
@@ -230,7 +246,7 @@ def diff_trees(before_dir: str, after_dir: str, *, since_ns: int | None = None,
                 stack.append(member)
                 continue
             if _same_meta(aentry, bentry):
-                doubt = since_ns is None or ast.st_ctime_ns > since_ns
+                doubt = since_ns is None or ast.st_ctime_ns >= since_ns
                 if not (stat.S_ISREG(ast.st_mode) and doubt and not same_content(b.path, a.path)):
                     if stat.S_ISREG(ast.st_mode) and ast.st_nlink > 1:
                         cs.unchanged_link(aentry, a.path, ast)
