@@ -96,12 +96,11 @@ class Output:
             self._rich().print(self._rich_tree(tree))
             return
 
-        def walk(node: Tree, depth: int) -> None:
+        stack = [(tree, 0)]  # not recursive: a layer may nest paths thousands deep
+        while stack:
+            node, depth = stack.pop()
             click.echo("    " * depth + _plain(node.label))
-            for child in node.children:
-                walk(child, depth + 1)
-
-        walk(tree, 0)
+            stack.extend((child, depth + 1) for child in reversed(node.children))
 
     # -- rich, on a terminal only -----------------------------------------------------------------
 
@@ -135,12 +134,11 @@ class Output:
         from rich.text import Text
         from rich.tree import Tree as RichTree
 
-        def build(node: Tree, into: Any) -> None:
-            for child in node.children:
-                build(child, into.add(Text.assemble(*child.label)))
-
         root = RichTree(Text.assemble(*tree.label))
-        build(tree, root)
+        stack = [(tree, root)]
+        while stack:
+            node, into = stack.pop()
+            stack.extend((child, into.add(Text.assemble(*child.label))) for child in node.children)
         return root
 
 

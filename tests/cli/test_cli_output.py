@@ -70,3 +70,16 @@ def test_piped_commands_do_not_import_rich() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "a  b\n1  2\nx\n"
+
+
+def test_trees_thousands_deep_print_in_both_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    tree = Tree("root")
+    node = tree
+    for i in range(3000):  # deeper than Python's recursion limit: a hostile layer can nest this far
+        node = node.add(f"d{i}")
+    tree.add("sibling")
+    Output(terminal=False).tree(tree)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3002 and lines[1] == "    d0" and lines[-1] == "    sibling"
+    Output(terminal=True).tree(tree)  # rich draws it without recursing either
+    assert "root" in capsys.readouterr().out
