@@ -1,4 +1,4 @@
-"""``Reader``: the small base every streaming wrapper in layerkit shares.
+"""``Reader``: the small base every streaming wrapper in layerkit shares, and ``ReadAhead``.
 
 A subclass implements ``read(n)`` (and ``close`` when it owns something); ``readinto``, iteration in
 1 MiB chunks and the context-manager protocol come from here, so each wrapper (verifying, counting,
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from typing import Self
+from typing import Any, BinaryIO, Self
 
-__all__ = ["CHUNK", "Reader"]
+__all__ = ["CHUNK", "ReadAhead", "Reader"]
 
 #: Read/write chunk size for every streaming copy; 1 MiB keeps syscalls and Python overhead low.
 CHUNK = 1 << 20
@@ -42,3 +42,64 @@ class Reader(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReadAhead(Reader):
+    """Reads ``stream`` in a thread, up to ``depth`` chunks ahead: decompressing a layer and checking
+    its digests is C code that releases the GIL, so it overlaps with the reader's own work (writing
+    files) instead of alternating with it. Bytes and errors (a digest mismatch at EOF) reach the
+    reader in stream order. ``close`` stops the thread; the caller still closes ``stream``."""
+
+    def __init__(self, stream: BinaryIO | Reader, depth: int = 8) -> None:
+        import queue  # only readers that read ahead pay for the thread machinery
+        import threading
+
+        self._q: Any = queue.Queue(maxsize=depth)
+        self._full = queue.Full
+        self._stop = threading.Event()
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(stream,), name="layerkit-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: BinaryIO | Reader) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = stream.read(CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised in the reading thread, re-raised in read
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except self._full:
+                continue
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._buf):
+            if self._done:
+                return b""
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return b""
+            self._buf, self._pos = item, 0
+        pos, buf = self._pos, self._buf
+        if n < 0 or n >= len(buf) - pos:  # the rest of the chunk: no copy when it is all of it
+            self._buf, self._pos = b"", 0
+            return buf[pos:] if pos else buf
+        self._pos = pos + n
+        return buf[pos : pos + n]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

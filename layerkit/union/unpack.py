@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
+from ..streams import ReadAhead
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.limits import default_limits
 from ..tarfs.paths import parent
@@ -318,6 +319,10 @@ _HIDE_NONDIR = _SUBTREE | _NODE | _NONDIR
 _IMPLICIT = "implicit"  # a directory a layer's members imply without spelling it out
 
 
+#: compressed layers from this size on are read ahead in a thread (below it, starting one costs more)
+_READ_AHEAD_FROM = 1 << 20
+
+
 class _Bail(Exception):
     """Something the streaming pass leaves to the index (see the module docstring)."""
 
@@ -398,10 +403,12 @@ class _Stream:
                     root.mkdir(q, 0o700)
                     made[q] = i
 
-        stream = layer.open_tar()
+        raw = layer.open_tar()
+        size = compressed_size(layer)
+        # a big layer is decompressed and hashed in a thread while this one writes its files
+        stream: Any = ReadAhead(raw) if size is not None and size >= _READ_AHEAD_FROM else raw
         try:
-            entries = iter_entries(stream, layer=self.label(i), limits=self.limits,
-                                   compressed_size=compressed_size(layer))
+            entries = iter_entries(stream, layer=self.label(i), limits=self.limits, compressed_size=size)
             for seq, (entry, data) in enumerate(entries):
                 path = entry.path
                 if WHITEOUT_PREFIX in path:
@@ -471,7 +478,9 @@ class _Stream:
                     if w.make(path, entry, i):
                         self.others.append((path, entry, i))
         finally:
-            stream.close()
+            if stream is not raw:
+                stream.close()
+            raw.close()
         for path, flags in pending.items():
             hides[path] = hides.get(path, 0) | flags
         return written

@@ -26,17 +26,15 @@ from __future__ import annotations
 import errno
 import io
 import os
-import queue
 import shutil
 import stat
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from ...digest import CHUNK
 from ...errors import LayerError
 from ...spec import chain_ids
+from ...streams import ReadAhead
 from ...tarfs.entry import Entry, EntryType
 from ...tarfs.limits import Limits
 from ...tarfs.paths import clean_member
@@ -444,60 +442,6 @@ class _Unprivileged:
 _REFUSED = (errno.EPERM, errno.EACCES, errno.ENOTSUP)
 
 
-class _ReadAhead:
-    """Reads a layer's tar stream in a thread, up to ``depth`` chunks ahead: decompressing and
-    checking its two digests is C code that releases the GIL, so it overlaps with the extraction's
-    file writes instead of alternating with them. Bytes and errors (a digest mismatch at EOF)
-    reach the reader in stream order."""
-
-    def __init__(self, stream: BinaryIO, depth: int = 8) -> None:
-        self._q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._buf = memoryview(b"")
-        self._done = False
-        self._thread = threading.Thread(target=self._run, args=(stream,), name="layerkit-snapshot-read", daemon=True)
-        self._thread.start()
-
-    def _run(self, stream: BinaryIO) -> None:
-        try:
-            while not self._stop.is_set():
-                chunk = stream.read(CHUNK)
-                self._put(chunk)
-                if not chunk:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - raised in the reading thread
-            self._put(exc)
-
-    def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def read(self, n: int = -1) -> bytes:
-        if not self._buf:
-            if self._done:
-                return b""
-            item = self._q.get()
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            if not item:
-                self._done = True
-                return b""
-            self._buf = memoryview(item)
-        out = self._buf if n < 0 else self._buf[:n]
-        self._buf = self._buf[len(out):]
-        return bytes(out)
-
-    def close(self) -> None:
-        """Stop the thread (it finishes its current chunk) and wait for it."""
-        self._stop.set()
-        self._thread.join()
-
-
 class Snapshots:
     """The per-layer overlay lower directories of a store (see the module docstring)."""
 
@@ -578,7 +522,7 @@ class Snapshots:
     def _unpack(self, layer: Layer, final: Path) -> None:
         def fill(tmp: Path) -> None:
             with layer.open_tar() as tar:
-                ahead = _ReadAhead(tar)
+                ahead = ReadAhead(tar)
                 try:
                     extract_overlay_layer(ahead, str(tmp), layer=str(layer.diff_id), limits=self.limits,  # type: ignore[arg-type]
                                           compressed_size=layer.size, userxattr=self.userxattr)
