@@ -346,6 +346,8 @@ class _Stream:
         self.made: dict[str, int] = {".": len(layers) - 1}  # directories on disk -> the layer that made them
         self.dir_meta: dict[str, tuple[Entry, int]] = {}  # the metadata each visible directory shows
         self.others: list[tuple[str, Entry, int]] = []  # symlinks, devices, fifos made: metadata last
+        self.big = [(s := compressed_size(layer)) is not None and s >= _READ_AHEAD_FROM for layer in layers]
+        self.ahead: dict[int, tuple[Any, ReadAhead]] = {}  # big layers being read ahead: (raw, reader)
 
     def label(self, i: int) -> str:
         return layer_label(self.layers[i], i)
@@ -354,11 +356,32 @@ class _Stream:
         """Stream every layer; returns the metadata pass (whose errors the index-first way shares)."""
         n = len(self.layers)
         written = 0
-        for done, i in enumerate(reversed(range(n))):
-            written = self._layer(i, written)
-            if self.progress is not None:
-                self.progress("index", done + 1, n)
+        try:
+            for done, i in enumerate(reversed(range(n))):
+                written = self._layer(i, written)
+                if self.progress is not None:
+                    self.progress("index", done + 1, n)
+        finally:
+            for raw, ahead in self.ahead.values():
+                ahead.close()
+                raw.close()
         return self._finish
+
+    def _open(self, i: int) -> tuple[Any, Any]:
+        """Layer ``i``'s tar as (raw, what to read), and the next big layer below it set reading ahead.
+
+        A big layer is decompressed and hashed in a thread while the layers above it are written (a
+        base image is read last, newest first), one such layer ahead of the one streaming.
+        """
+        raw, stream = self.ahead.pop(i, (None, None))
+        if raw is None:
+            raw = self.layers[i].open_tar()
+            stream = ReadAhead(raw) if self.big[i] else raw
+        nxt = next((j for j in range(i - 1, -1, -1) if self.big[j]), None)
+        if nxt is not None and nxt not in self.ahead:
+            below = self.layers[nxt].open_tar()
+            self.ahead[nxt] = (below, ReadAhead(below))
+        return raw, stream
 
     def _layer(self, i: int, written: int) -> int:
         layer = self.layers[i]
@@ -403,12 +426,9 @@ class _Stream:
                     root.mkdir(q, 0o700)
                     made[q] = i
 
-        raw = layer.open_tar()
-        size = compressed_size(layer)
-        # a big layer is decompressed and hashed in a thread while this one writes its files
-        stream: Any = ReadAhead(raw) if size is not None and size >= _READ_AHEAD_FROM else raw
+        raw, stream = self._open(i)
         try:
-            entries = iter_entries(stream, layer=self.label(i), limits=self.limits, compressed_size=size)
+            entries = iter_entries(stream, layer=self.label(i), limits=self.limits, compressed_size=compressed_size(layer))
             for seq, (entry, data) in enumerate(entries):
                 path = entry.path
                 if WHITEOUT_PREFIX in path:

@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from hostile import CASES, Case, TarLayer, d, dev, f, fifo, hl, opq, sym, tar, wh
 
 from layerkit.union import Union
+from layerkit.union import unpack as unpack_mod
 from layerkit.union.unpack import unpack
 
 
@@ -151,3 +153,46 @@ def test_what_one_pass_cannot_decide_steps_back(name: str, shm: Path) -> None:
     assert list(range(n)) in runs, "then the index reads every layer, oldest first"
     streamed, indexed = _both(blobs, shm)
     assert streamed == indexed
+
+
+class Big(Counting):
+    """A layer whose blob counts as big (``size``), so the single pass reads it ahead in a thread."""
+
+    def __init__(self, data: bytes, ident: str, opened: list[int]) -> None:
+        super().__init__(data, ident, opened)
+        self.size = max(len(data), unpack_mod._READ_AHEAD_FROM)
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "layerkit-read-ahead" and t.is_alive()]
+
+
+@pytest.mark.parametrize("name", list(SINGLE_PASS) + list(STEP_BACK))
+def test_layers_read_ahead_give_the_same_tree(name: str, shm: Path) -> None:
+    blobs = {**SINGLE_PASS, **STEP_BACK}[name]
+    opened: list[int] = []
+    big = [Big(b, f"L{i}", opened) for i, b in enumerate(blobs)]
+    unpack(big, shm / "ahead")
+    _, indexed = _both(blobs, shm / "plain")
+    assert _tree(shm / "ahead") == indexed[1]
+    assert not _read_ahead_threads()
+
+
+def test_the_next_big_layer_is_read_ahead_while_the_ones_above_it_are_written(shm: Path) -> None:
+    opened: list[int] = []
+    blobs = [tar(d("bin"), f("bin/sh", "base")), tar(f("a", "1")), tar(f("b", "2")), tar(wh("a"))]
+    layers = [Big(blobs[0], "L0", opened)] + [Counting(b, f"L{i}", opened) for i, b in enumerate(blobs) if i]
+    unpack(layers, shm / "t")
+    assert opened == [3, 0, 2, 1], "the base is opened with the top layer, each layer once"
+    assert sorted(os.listdir(shm / "t")) == ["b", "bin"]
+    assert not _read_ahead_threads()
+
+
+def test_a_layer_read_ahead_is_stopped_when_the_pass_steps_back(shm: Path) -> None:
+    opened: list[int] = []
+    blobs = [tar(f("orig", "payload"), f("pad", "x" * 100_000)), tar(f("z", "1")), tar(hl("l1", "orig"))]
+    layers = [Big(blobs[0], "L0", opened)] + [Counting(b, f"L{i}", opened) for i, b in enumerate(blobs) if i]
+    unpack(layers, shm / "t")
+    assert opened[:2] == [2, 0], "the base was being read ahead when the hard link made the pass step back"
+    assert os.stat(shm / "t" / "l1").st_ino == os.stat(shm / "t" / "orig").st_ino
+    assert not _read_ahead_threads()
