@@ -8,8 +8,9 @@ bounded, resuming) is only its own logic.
 from __future__ import annotations
 
 import abc
+from collections import deque
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Self
+from typing import BinaryIO, Self
 
 __all__ = ["CHUNK", "ReadAhead", "Reader"]
 
@@ -51,12 +52,13 @@ class ReadAhead(Reader):
     reader in stream order. ``close`` stops the thread; the caller still closes ``stream``."""
 
     def __init__(self, stream: BinaryIO | Reader, depth: int = 8) -> None:
-        import queue  # only readers that read ahead pay for the thread machinery
-        import threading
+        import threading  # only readers that read ahead pay for the thread machinery
 
-        self._q: Any = queue.Queue(maxsize=depth)
-        self._full = queue.Full
-        self._stop = threading.Event()
+        # a deque and two semaphores rather than queue.Queue: importing queue costs every unpack ~1 ms
+        self._chunks: deque[bytes | BaseException] = deque()
+        self._ready = threading.Semaphore(0)  # chunks in the deque
+        self._room = threading.Semaphore(depth)  # free places in the deque
+        self._stop = False
         self._buf = b""
         self._pos = 0
         self._done = False
@@ -65,7 +67,10 @@ class ReadAhead(Reader):
 
     def _run(self, stream: BinaryIO | Reader) -> None:
         try:
-            while not self._stop.is_set():
+            while True:
+                self._room.acquire()
+                if self._stop:
+                    return
                 chunk = stream.read(CHUNK)
                 self._put(chunk)
                 if not chunk:
@@ -74,18 +79,16 @@ class ReadAhead(Reader):
             self._put(exc)
 
     def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except self._full:
-                continue
+        self._chunks.append(item)
+        self._ready.release()
 
     def read(self, n: int = -1) -> bytes:
         if self._pos >= len(self._buf):
             if self._done:
                 return b""
-            item = self._q.get()
+            self._ready.acquire()
+            item = self._chunks.popleft()
+            self._room.release()
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
@@ -101,5 +104,6 @@ class ReadAhead(Reader):
         return buf[pos : pos + n]
 
     def close(self) -> None:
-        self._stop.set()
+        self._stop = True
+        self._room.release()  # wakes the thread if it waits for room; it sees _stop and ends
         self._thread.join()

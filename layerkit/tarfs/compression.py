@@ -32,9 +32,11 @@ Why these choices (measured, see DEPENDENCIES.md §5 and the writer benchmark in
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import struct
 import zlib
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from ..errors import TarFormatError
@@ -51,15 +53,6 @@ except ImportError:  # pragma: no cover
     _igzip = None
     _isal_zlib = None
 
-try:  # pragma: no cover
-    from zlib_ng import zlib_ng as _zlib_ng
-except ImportError:  # pragma: no cover
-    _zlib_ng = None
-
-try:  # pragma: no cover
-    import zstandard as _zstd
-except ImportError:  # pragma: no cover
-    _zstd = None
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -75,8 +68,30 @@ __all__ = [
 ]
 
 HAVE_ISAL = _isal_zlib is not None
-HAVE_ZLIB_NG = _zlib_ng is not None
-HAVE_ZSTD = _zstd is not None
+HAVE_ZLIB_NG = find_spec("zlib_ng") is not None
+HAVE_ZSTD = find_spec("zstandard") is not None
+
+
+@functools.cache
+def _zstd() -> Any:
+    """The ``zstandard`` module, or None; imported on first use (loading it costs ~4 ms, and a gzip
+    layer never needs it)."""
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover
+        return None
+    return zstandard
+
+
+@functools.cache
+def _deflate() -> Any:
+    """The deflater of blocked gzip: ``zlib_ng.zlib_ng`` when installed, else ``zlib`` (first use)."""
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:  # pragma: no cover
+        return zlib
+    return zlib_ng
+
 
 #: Default levels, picked by measurement on a 2-core box (MB/s of tar through the whole layer
 #: writer; ratio on a mixed rootfs payload): isal L1 and L2 run at the same speed (~480 MB/s raw) and
@@ -96,9 +111,6 @@ _ISAL_MAX_LEVEL = 3
 GZIP_BLOCK = 1 << 20
 _WINDOW = 32768  # deflate's window: the dictionary a block is primed with
 
-_deflate: Any = _zlib_ng if _zlib_ng is not None else zlib
-
-
 def gzip_backend(level: int) -> str:
     """Which deflate implementation a gzip level uses here: ``"isal"``, ``"zlib-ng"`` or ``"zlib"``."""
     if HAVE_ISAL and 0 <= level <= _ISAL_MAX_LEVEL:
@@ -115,17 +127,17 @@ def gzip_blocked(level: int) -> bool:
 # reading
 
 
-def _codec_errors() -> tuple[type[BaseException], ...]:
+def _gzip_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [EOFError, zlib.error, __import__("gzip").BadGzipFile]
     if _isal_zlib is not None:
         errs.append(_isal_zlib.error)
         errs.append(_isal_zlib.IsalError)
-    if _zstd is not None:
-        errs.append(_zstd.ZstdError)
     return tuple(errs)
 
 
-_CODEC_ERRORS = _codec_errors()
+#: what each codec raises on a corrupt stream
+_GZIP_ERRORS = _gzip_errors()
+_NO_ERRORS: tuple[type[BaseException], ...] = ()
 
 
 class _Prefixed(io.RawIOBase):
@@ -163,9 +175,11 @@ class _Decoded(io.RawIOBase):
         max_bytes: int | None,
         ratio_cap: int | None,
         what: str,
+        errors: tuple[type[BaseException], ...],
     ) -> None:
         self._inner = inner
         self.compression = compression
+        self._errors = errors
         self._cap = min(x for x in (max_bytes, ratio_cap, 1 << 62) if x is not None)
         self._ratio_cap = ratio_cap
         self._max_bytes = max_bytes
@@ -187,7 +201,7 @@ class _Decoded(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         try:
             data = self._inner.read(n)
-        except _CODEC_ERRORS as exc:
+        except self._errors as exc:
             raise TarFormatError(f"{self._what}: corrupt {self.compression.value} stream: {exc}") from exc
         self._account(len(data))
         return data
@@ -195,7 +209,7 @@ class _Decoded(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         try:
             n = self._inner.readinto(b)
-        except _CODEC_ERRORS as exc:
+        except self._errors as exc:
             raise TarFormatError(f"{self._what}: corrupt {self.compression.value} stream: {exc}") from exc
         self._account(n)
         return n
@@ -245,6 +259,7 @@ def open_decompressed(
     head, src = _peek_head(stream)
     comp = detect_compression(head)
     inner: Any
+    errors = _GZIP_ERRORS
     if comp is Compression.GZIP:
         if _igzip is not None:
             inner = _igzip.IGzipFile(fileobj=src, mode="rb")
@@ -253,17 +268,20 @@ def open_decompressed(
 
             inner = gzip.GzipFile(fileobj=src, mode="rb")
     elif comp is Compression.ZSTD:
-        if _zstd is None:  # pragma: no cover
+        zstd = _zstd()
+        if zstd is None:  # pragma: no cover
             from ..errors import UnsupportedMediaTypeError
 
             raise UnsupportedMediaTypeError(f"{what}: zstd layer but the zstandard package is missing")
-        inner = _zstd.ZstdDecompressor().stream_reader(src, read_size=1 << 20, read_across_frames=True, closefd=False)
+        inner = zstd.ZstdDecompressor().stream_reader(src, read_size=1 << 20, read_across_frames=True, closefd=False)
+        errors = (EOFError, zstd.ZstdError)
     else:
         inner = _NoClose(src)
+        errors = _NO_ERRORS
     ratio_cap = None
     if max_ratio is not None and compressed_size is not None and comp is not Compression.NONE:
         ratio_cap = max(ratio_after, int(max_ratio * max(compressed_size, 1)))
-    return _Decoded(inner, comp, max_bytes, ratio_cap, what)  # type: ignore[return-value]
+    return _Decoded(inner, comp, max_bytes, ratio_cap, what, errors)  # type: ignore[return-value]
 
 
 class _NoClose:
@@ -333,9 +351,10 @@ class _GzipWriter:
 
 def _deflate_block(level: int, block: bytes, zdict: bytes) -> bytes:
     """One block as raw deflate ending on a byte boundary (sync flush), primed with ``zdict``."""
-    co = _deflate.compressobj(level, _deflate.DEFLATED, -15, zdict=zdict) if zdict else \
-        _deflate.compressobj(level, _deflate.DEFLATED, -15)
-    return co.compress(block) + co.flush(_deflate.Z_SYNC_FLUSH)  # type: ignore[no-any-return]
+    deflate = _deflate()
+    co = deflate.compressobj(level, deflate.DEFLATED, -15, zdict=zdict) if zdict else \
+        deflate.compressobj(level, deflate.DEFLATED, -15)
+    return co.compress(block) + co.flush(deflate.Z_SYNC_FLUSH)  # type: ignore[no-any-return]
 
 
 class _BlockGzipWriter:
@@ -351,6 +370,7 @@ class _BlockGzipWriter:
             raise ValueError(f"gzip level must be 0-9, got {level}")
         self._sink = sink
         self._level = level
+        self._deflate = _deflate()
         self._pending = bytearray()
         self._zdict = b""
         self._crc = 0
@@ -367,7 +387,7 @@ class _BlockGzipWriter:
 
     def write(self, data: Any) -> int:
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
-        self._crc = _deflate.crc32(data, self._crc)
+        self._crc = self._deflate.crc32(data, self._crc)
         self._size += n
         pending = self._pending
         if not pending and n == GZIP_BLOCK:  # the layer writer's case: one tar buffer, one block
@@ -407,7 +427,7 @@ class _BlockGzipWriter:
             while self._inflight:
                 self._sink.write(self._inflight.popleft().result())
             # an empty final block ends the deflate stream (what pigz and gzip_ng_threaded write)
-            final = _deflate.compressobj(self._level, _deflate.DEFLATED, -15).flush()
+            final = self._deflate.compressobj(self._level, self._deflate.DEFLATED, -15).flush()
             self._sink.write(final + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         finally:
             self.abort()
@@ -422,8 +442,7 @@ class _BlockGzipWriter:
 
 class _ZstdWriter:
     def __init__(self, sink: BinaryIO, level: int, threads: int) -> None:
-        assert _zstd is not None
-        cctx = _zstd.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        cctx = _zstd().ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self._w = cctx.stream_writer(sink, closefd=False, write_return_read=True)
         self.write = self._w.write
         self._closed = False
@@ -505,7 +524,7 @@ def open_compressor(
             return _ThreadedIsalWriter(sink, lvl, threads)  # type: ignore[return-value]
         return _GzipWriter(sink, lvl)  # type: ignore[return-value]
     if compression is Compression.ZSTD:
-        if _zstd is None:  # pragma: no cover
+        if _zstd() is None:  # pragma: no cover
             from ..errors import UnsupportedMediaTypeError
 
             raise UnsupportedMediaTypeError("zstd compression needs the zstandard package")
