@@ -39,7 +39,8 @@ from ..tarfs.entry import Entry, EntryType
 from ..tarfs.limits import Limits
 from ..tarfs.reader import iter_entries
 from ..union import Union
-from ..union.tree import Node, compressed_size
+from ..union.layers import compressed_size
+from ..union.tree import Node
 from . import packages as pk
 from .sizes import ProgressHook, metered_union
 
@@ -239,6 +240,8 @@ class _Contents:
 
 @dataclass
 class DiffResult:
+    """What differs between two images (or layers): files, sizes, metadata, history, packages."""
+
     a: Side
     b: Side
     types: tuple[str, ...]

@@ -8,6 +8,14 @@
 
 from __future__ import annotations
 
-from .tree import Fate, LayerFate, Node, Union
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .tree import Fate, LayerFate, Node, Union
 
 __all__ = ["Fate", "LayerFate", "Node", "Union"]
+
+#: loaded on first use: ``layerkit unpack`` streams layers without the index
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, ".tree"))

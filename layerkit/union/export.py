@@ -22,7 +22,8 @@ from ..mediatypes import Compression
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.reader import Limits, iter_entries
 from ..tarfs.writer import LayerResult, LayerWriter
-from .tree import Node, Union, compressed_size
+from .layers import compressed_size
+from .tree import Node, Union
 from .unpack import Progress
 
 __all__ = ["export"]

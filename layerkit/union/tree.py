@@ -54,6 +54,7 @@ from ..tarfs.whiteout import (
     is_whiteout_meta,
     whiteout_target,
 )
+from .layers import compressed_size, implicit_dir, is_image, layer_label
 
 __all__ = [
     "Fate", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "implicit_dir", "is_image", "layer_label",
@@ -153,30 +154,6 @@ class LayerFate:
 
 
 _ROOT = "."
-
-
-def implicit_dir(path: str) -> Entry:
-    """What a directory no member spells out shows: 0755 root:root, mtime 0 (as overlay2 does)."""
-    return Entry(path, EntryType.DIR, 0o755, 0, 0, 0, 0)
-
-
-def layer_label(layer: Any, index: int) -> str:
-    """``"3 (sha256:abcd…)"`` for messages; falls back to the index for test doubles."""
-    ident = getattr(layer, "digest", None) or getattr(layer, "id", None)
-    if ident:
-        short = getattr(ident, "short", None)
-        return f"{index} ({short or ident})"
-    return str(index)
-
-
-def compressed_size(layer: Any) -> int | None:
-    """The blob size of ``layer`` when it has one (``Layer.size``), for the compression-ratio limit."""
-    size = getattr(layer, "size", None)
-    return size if isinstance(size, int) else None
-
-
-def is_image(obj: Any) -> bool:
-    return hasattr(obj, "layers") and hasattr(obj, "manifest")
 
 
 class Union:

@@ -42,11 +42,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
 from ..streams import ReadAhead
@@ -60,8 +61,11 @@ from ..tarfs.whiteout import (
     is_whiteout_meta,
     whiteout_target,
 )
+from .layers import compressed_size, implicit_dir, is_image, layer_label
 from .safefs import SafeRoot, copy_to_fd
-from .tree import Node, Union, compressed_size, implicit_dir, is_image, layer_label
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tree import Node, Union
 
 __all__ = ["Progress", "SkippedEntry", "StrippedBits", "UnpackResult", "apply_layer", "unpack"]
 
@@ -71,6 +75,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class SkippedEntry:
+    """An entry or xattr the policy (or the filesystem) left out, and why."""
+
     path: str
     layer: int | str
     reason: str
@@ -87,6 +93,8 @@ class StrippedBits:
 
 @dataclass
 class UnpackResult:
+    """What an unpack wrote, and what its policy left out or changed."""
+
     files: int = 0  # regular files written (hard links counted apart)
     dirs: int = 0
     bytes: int = 0
@@ -100,6 +108,8 @@ class UnpackResult:
 
 @dataclass(frozen=True)
 class _Policy:
+    """What the caller allows: owners and devices (root) or not, privileged mode bits or not."""
+
     rootless: bool
     no_privileged_bits: bool
 
@@ -287,7 +297,7 @@ def unpack(
     policy = _policy(rootless, no_privileged_bits)
     target = _prepare_target(target_dir)
     with SafeRoot(target, resolve="never") as root:
-        if not isinstance(image, Union):
+        if not _is_union(image):
             if not is_image(image):
                 image = list(image)  # read twice when the streaming pass steps back
             layers = list(image.layers) if is_image(image) else image
@@ -299,6 +309,9 @@ def unpack(
             else:
                 final()
                 return w.result
+        # the index: only for a ready Union or when the single pass steps back
+        from .tree import Union
+
         if isinstance(image, Union):
             union = image
         else:
@@ -307,6 +320,12 @@ def unpack(
         w = _Writer(root, policy, UnpackResult())
         _write_union(union, w, _Context(union.label), progress)
     return w.result
+
+
+def _is_union(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`Union`, without importing the index for callers that have none."""
+    tree = sys.modules.get(f"{__package__}.tree")
+    return tree is not None and isinstance(obj, tree.Union)
 
 
 #: hiding flags a layer leaves at a path for the layers below it
