@@ -75,6 +75,8 @@ _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "ar
 
 @dataclass(frozen=True)
 class Platform:
+    """The platform an image runs on (``os/architecture[/variant]``), as in an index entry."""
+
     os: str = "linux"
     architecture: str = "amd64"
     variant: str = ""
@@ -128,6 +130,8 @@ def host_platform() -> Platform:
 
 @dataclass(frozen=True)
 class Descriptor:
+    """A reference to a blob by media type, digest and size (OCI ``descriptor.md``)."""
+
     media_type: str
     digest: Digest
     size: int
@@ -322,6 +326,8 @@ def parse_manifest_or_index(raw: bytes, media_type: str = "") -> Manifest | Inde
 
 @dataclass(frozen=True)
 class History:
+    """One entry of an image config's ``history``: the step that made a layer (or none)."""
+
     created: str = ""
     created_by: str = ""
     author: str = ""

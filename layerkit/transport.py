@@ -27,6 +27,8 @@ FORMATS = ("oci", "docker")
 
 @dataclass(frozen=True)
 class _Options:
+    """What every source opener gets besides the reference."""
+
     platform: Platform | None
     insecure: bool
     home: str | os.PathLike[str] | None

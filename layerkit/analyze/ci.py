@@ -38,6 +38,8 @@ class CiRules:
 
 @dataclass(frozen=True)
 class RuleResult:
+    """One CI rule checked: its value against its threshold."""
+
     name: str
     passed: bool
     value: str

@@ -78,6 +78,8 @@ def layer_history(config: ImageConfig, layers: int) -> list[int | None]:
 
 @dataclass
 class Inspection:
+    """Everything ``inspect`` reports on one image: its union, per-layer figures, history and waste."""
+
     image: Image
     reference: str
     source: str

@@ -36,6 +36,8 @@ _REASON = {Fate.OVERWRITTEN: "overwritten", Fate.WHITED_OUT: "deleted", Fate.OPA
 
 @dataclass(frozen=True)
 class WastedCopy:
+    """One copy of a path that a higher layer hides: the bytes it still ships, and why."""
+
     layer: int
     size: int
     hidden_by: int
@@ -47,6 +49,8 @@ class WastedCopy:
 
 @dataclass
 class WastedPath:
+    """A path shipped more than once in the stack, with every hidden copy."""
+
     path: str
     bytes: int = 0
     copies: list[WastedCopy] = field(default_factory=list)
@@ -57,6 +61,8 @@ class WastedPath:
 
 @dataclass(frozen=True)
 class DiveFigures:
+    """dive's efficiency figures, computed the way dive computes them."""
+
     efficiency: float
     wasted_bytes: int
     user_wasted_percent: float | None
@@ -70,6 +76,8 @@ class DiveFigures:
 
 @dataclass
 class Waste:
+    """The bytes an image ships but never shows: per layer, per path, and dive's figures."""
+
     reclaimable_bytes: int
     per_layer: list[int]
     paths: list[WastedPath]

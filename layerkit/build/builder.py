@@ -82,6 +82,8 @@ def parse_secret(text: str) -> Secret:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """A finished build: the image, its digest and tags, which steps ran or came from the cache, where it went."""
+
     image: Image
     digest: Digest
     tags: tuple[str, ...]

@@ -433,6 +433,8 @@ class CopyRequest:
 
 @dataclass
 class _Planned:
+    """One member of a COPY layer and where its bytes come from."""
+
     entry: Entry
     fs: SourceFS | None = None
     src: str = ""

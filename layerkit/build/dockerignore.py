@@ -127,6 +127,8 @@ def _clean(p: str) -> str:
 
 @dataclass
 class _Pattern:
+    """One ignore-file line, cleaned, with the matcher it compiles to."""
+
     cleaned: str
     exclusion: bool
     kind: str = ""  # exact / prefix / suffix / regexp

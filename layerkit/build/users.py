@@ -23,6 +23,8 @@ class UnknownUserError(LookupError):
 
 @dataclass(frozen=True)
 class ResolvedUser:
+    """A ``USER`` resolved against the image's passwd and group files."""
+
     uid: int
     gid: int
     groups: tuple[int, ...] = ()

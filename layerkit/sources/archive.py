@@ -93,6 +93,8 @@ class _MemberReader(Reader):
 
 @dataclass(frozen=True)
 class _Member:
+    """Where a file's bytes lie inside the archive."""
+
     offset: int
     size: int
 
@@ -399,6 +401,8 @@ def _tag_names(names: Iterable[str], where: str) -> list[str]:
 
 @dataclass
 class _Written:
+    """An image written to the archive, and the names it goes by."""
+
     manifest: Manifest
     names: list[str]
 

@@ -100,6 +100,8 @@ class Mount:
 
 @dataclass(frozen=True, kw_only=True)
 class From(Instruction):
+    """``FROM [--platform=…] image [AS name]``."""
+
     image: str
     platform: str | None = None
     stage_name: str | None = None
@@ -107,6 +109,8 @@ class From(Instruction):
 
 @dataclass(frozen=True, kw_only=True)
 class Run(Instruction):
+    """``RUN``: a command in shell or exec form, with its heredocs, mounts and options."""
+
     command: tuple[str, ...] | str
     shell_form: bool
     heredocs: tuple[InlineFile, ...] = ()
@@ -134,12 +138,12 @@ class _FileCopy(Instruction):
 
 @dataclass(frozen=True, kw_only=True)
 class Copy(_FileCopy):
-    pass
+    """``COPY``: files from the context, a stage or an image."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Add(_FileCopy):
-    pass
+    """``ADD``: like ``COPY``, plus URLs, git sources and local archives unpacked."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,6 +155,8 @@ class Env(Instruction):
 
 @dataclass(frozen=True, kw_only=True)
 class Label(Instruction):
+    """``LABEL key=value …``."""
+
     pairs: tuple[tuple[str, str], ...]
 
 
@@ -163,43 +169,59 @@ class Arg(Instruction):
 
 @dataclass(frozen=True, kw_only=True)
 class User(Instruction):
+    """``USER user[:group]``."""
+
     user: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class Workdir(Instruction):
+    """``WORKDIR path``."""
+
     path: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class Expose(Instruction):
+    """``EXPOSE port[/proto] …``."""
+
     ports: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Volume(Instruction):
+    """``VOLUME path …``."""
+
     paths: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Cmd(Instruction):
+    """``CMD``: the default command, in shell or exec form."""
+
     command: tuple[str, ...] | str
     shell_form: bool
 
 
 @dataclass(frozen=True, kw_only=True)
 class Entrypoint(Instruction):
+    """``ENTRYPOINT``, in shell or exec form."""
+
     command: tuple[str, ...] | str
     shell_form: bool
 
 
 @dataclass(frozen=True, kw_only=True)
 class Shell(Instruction):
+    """``SHELL ["executable", "params"]``."""
+
     shell: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Stopsignal(Instruction):
+    """``STOPSIGNAL signal``."""
+
     signal: str
 
 
@@ -228,11 +250,15 @@ class Onbuild(Instruction):
 
 @dataclass(frozen=True, kw_only=True)
 class Maintainer(Instruction):
+    """``MAINTAINER name`` (deprecated; recorded as the image author)."""
+
     name: str
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One build stage: its ``FROM`` and the instructions after it."""
+
     name: str | None
     index: int
     from_: From
@@ -241,6 +267,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Dockerfile:
+    """A parsed Dockerfile: directives, escape token, global ``ARG``s and stages."""
+
     file: str
     directives: tuple[Directive, ...]
     escape_token: str

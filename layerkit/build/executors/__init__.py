@@ -40,6 +40,8 @@ _VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?(?:[-+~][\w.+~-]*)?")
 
 @dataclass(frozen=True)
 class ExecutorStatus:
+    """Whether a RUN executor can be used here, and if not, why."""
+
     name: str
     usable: bool
     reason: str | None  # why not, and what to install or change

@@ -77,6 +77,8 @@ def _same_meta(a: Entry, b: Entry) -> bool:
 
 @dataclass
 class _Item:
+    """One path of a snapshot diff: what changed and the entry describing it."""
+
     kind: int
     entry: Entry | None = None
     host: str = ""
