@@ -76,7 +76,7 @@ MAX_JSON_SIZE = 64 << 20
 _STATE = ".layerkit"
 _REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
 #: image-spec annotations.md, ``org.opencontainers.image.ref.name``
-_REF_NAME_RE = re.compile(rf"^{_REF_COMPONENT}(?:/{_REF_COMPONENT})*$")
+_REF_NAME_RE = rf"^{_REF_COMPONENT}(?:/{_REF_COMPONENT})*$"  # compiled by ``re`` on first use
 
 
 def _fsync_dir(path: Path) -> None:
@@ -387,7 +387,7 @@ class OCILayout:
     def normalize_name(self, name: str) -> str:
         """The form a tag is stored under; a plain layout keeps names as given, if the image-spec's
         ``ref.name`` grammar allows them."""
-        if not _REF_NAME_RE.match(name):
+        if not re.match(_REF_NAME_RE, name):
             raise InvalidReferenceError(
                 f"invalid tag {name!r} for an OCI layout: use letters, digits and . _ - : @ + / between them"
             )
