@@ -141,10 +141,14 @@ def _policy(rootless: bool, no_privileged_bits: bool) -> _Policy:
 class _Writer:
     """Creates entries and applies their metadata inside a SafeRoot, per policy, counting."""
 
-    def __init__(self, root: SafeRoot, policy: _Policy, result: UnpackResult) -> None:
+    def __init__(self, root: SafeRoot, policy: _Policy, result: UnpackResult,
+                 creator: tuple[int, int] | None = None) -> None:
         self.root = root
         self.policy = policy
         self.result = result
+        # (uid, gid) every entry this writer creates already has, when known: no chown is needed
+        # for the entries that want exactly that owner (most of a rootfs belongs to root:root)
+        self.creator = creator
         # the streaming unpack writes in another order than the index-first one; each report line
         # gets the sort key of the step that made it there, so the report keeps its order
         self.key: tuple[Any, ...] = ()
@@ -174,7 +178,7 @@ class _Writer:
         fd = self.root.create_file(path, 0o600)
         try:
             self.result.bytes += copy_to_fd(content, fd)
-            if not self.policy.rootless:
+            if not self.policy.rootless and (entry.uid, entry.gid) != self.creator:
                 os.fchown(fd, entry.uid, entry.gid)
             os.fchmod(fd, self.mode(path, entry, layer))  # after chown, which clears setuid
             for key, value in entry.xattrs.items():
@@ -217,8 +221,8 @@ class _Writer:
     def meta(self, path: str, entry: Entry, layer: int | str) -> None:
         """Owner, mode, xattrs and times of a non-file entry (never following a symlink)."""
         root = self.root
-        if not self.policy.rootless:
-            root.chown(path, entry.uid, entry.gid)
+        if not self.policy.rootless and (path == "." or (entry.uid, entry.gid) != self.creator):
+            root.chown(path, entry.uid, entry.gid)  # the root directory was there before
         if entry.type is not EntryType.SYMLINK:
             root.chmod(path, self.mode(path, entry, layer))
         for key, value in entry.xattrs.items():
@@ -296,12 +300,15 @@ def unpack(
     ``target_dir``, which must be empty or absent."""
     policy = _policy(rootless, no_privileged_bits)
     target = _prepare_target(target_dir)
+    # what we create in the empty target belongs to us, unless a setgid target passes its group on
+    # (the directories we make stay 0700, setgid-free, until the metadata pass)
+    creator = None if os.stat(target).st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
     with SafeRoot(target, resolve="never") as root:
         if not _is_union(image):
             if not is_image(image):
                 image = list(image)  # read twice when the streaming pass steps back
             layers = list(image.layers) if is_image(image) else image
-            w = _Writer(root, policy, UnpackResult())
+            w = _Writer(root, policy, UnpackResult(), creator)
             try:
                 final = _Stream(layers, limits or default_limits(), w, progress).run()
             except Exception:  # noqa: BLE001 - the index-first unpack decides, and reports, exactly
@@ -317,7 +324,7 @@ def unpack(
         else:
             index_cb = (lambda done, total: progress("index", done, total)) if progress else None
             union = Union(image, limits=limits, progress=index_cb)
-        w = _Writer(root, policy, UnpackResult())
+        w = _Writer(root, policy, UnpackResult(), creator)
         _write_union(union, w, _Context(union.label), progress)
     return w.result
 

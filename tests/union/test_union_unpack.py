@@ -70,6 +70,25 @@ def test_unpack_restores_owners_modes_setuid_xattrs_and_ns_times(shm: Path) -> N
     assert r.skipped == []
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners other than the caller's need root")
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "index-first"])
+def test_owners_are_exact_in_a_setgid_target_whose_group_new_entries_inherit(shm: Path, streamed: bool) -> None:
+    # entries wanting root:root are not chowned when new entries already get root:root; in a setgid
+    # target they get the target's group instead, so there every owner is set
+    target = shm / "sgid"
+    target.mkdir()
+    os.chown(target, 0, 4242)
+    target.chmod(0o2775)
+    blob = tar(d("etc"), f("etc/conf", "c"), sym("link", "etc/conf"), f("top", "t"), fifo("pipe"),
+               f("etc/mine", "m", uid=1000, gid=1000))
+    unpack(layers(blob) if streamed else Union(layers(blob)), target)
+    owners = {p: (os.lstat(target / p).st_uid, os.lstat(target / p).st_gid)
+              for p in ("etc", "etc/conf", "link", "top", "pipe", "etc/mine")}
+    assert owners == {"etc": (0, 0), "etc/conf": (0, 0), "link": (0, 0), "top": (0, 0), "pipe": (0, 0),
+                      "etc/mine": (1000, 1000)}
+    assert (os.stat(target).st_uid, os.stat(target).st_gid) == (0, 0)  # the root's own entry: implied root:root
+
+
 def test_no_privileged_bits_strips_setuid_and_capabilities(shm: Path) -> None:
     r = unpack(layers(RICH), shm / "root", no_privileged_bits=True)
     assert stat.S_IMODE((shm / "root/bin/su").stat().st_mode) == 0o755
