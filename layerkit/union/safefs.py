@@ -365,6 +365,20 @@ class SafeRoot:
         pfd, name = self._at(path)
         os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
+    def set_attrs(self, path: str, *, owner: tuple[int, int] | None, mode: int | None, mtime_ns: int) -> None:
+        """Owner (``None``: leave it), permission bits (``None`` for a symlink, which has none) and
+        times of ``path`` itself, resolved once; the last component is never followed (a ``mode``
+        meant for something that turns out to be a symlink fails instead of reaching its target)."""
+        if _is_root(path):
+            pfd, name, follow = self.fd, ".", True  # "." of our own root fd is the root itself
+        else:
+            (pfd, name), follow = self._at(path), False
+        if owner is not None:
+            os.chown(name, owner[0], owner[1], dir_fd=pfd, follow_symlinks=follow)
+        if mode is not None:  # after chown, which clears setuid/setgid
+            os.chmod(name, mode & 0o7777, dir_fd=pfd, follow_symlinks=follow)
+        os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=follow)
+
     def setxattr(self, path: str, key: str, value: bytes) -> None:
         """Set an extended attribute on ``path`` itself (symlinks included, never their target)."""
         if _is_root(path):

@@ -221,13 +221,13 @@ class _Writer:
     def meta(self, path: str, entry: Entry, layer: int | str) -> None:
         """Owner, mode, xattrs and times of a non-file entry (never following a symlink)."""
         root = self.root
+        owner = None
         if not self.policy.rootless and (path == "." or (entry.uid, entry.gid) != self.creator):
-            root.chown(path, entry.uid, entry.gid)  # the root directory was there before
-        if entry.type is not EntryType.SYMLINK:
-            root.chmod(path, self.mode(path, entry, layer))
-        for key, value in entry.xattrs.items():
+            owner = (entry.uid, entry.gid)  # the root directory was there before
+        mode = None if entry.type is EntryType.SYMLINK else self.mode(path, entry, layer)
+        root.set_attrs(path, owner=owner, mode=mode, mtime_ns=entry.mtime_ns)
+        for key, value in entry.xattrs.items():  # after the chown, which clears file capabilities
             self._setxattr(lambda k, v: root.setxattr(path, k, v), path, key, value, layer)
-        root.utimens(path, entry.mtime_ns, entry.mtime_ns)
 
     def _setxattr(self, setter: Callable[[str, bytes], None], path: str, key: str, value: bytes, layer: int | str) -> None:
         why = self.policy.xattr_refusal(key)

@@ -238,6 +238,27 @@ def test_saferoot_metadata_never_follows_the_last_symlink(shm: Path) -> None:
     assert (shm / "root/s").lstat().st_uid == 1234
 
 
+def test_saferoot_set_attrs_resolves_once_and_never_follows_the_last_symlink(shm: Path) -> None:
+    (shm / "root").mkdir()
+    victim = shm / "victim"
+    victim.write_text("v")
+    victim.chmod(0o600)
+    with SafeRoot(shm / "root", resolve="never") as r:
+        r.mkdir("d", 0o700)
+        r.symlink("d/s", str(victim))
+        r.set_attrs("d/s", owner=(1234, 1234), mode=None, mtime_ns=NS)
+        with pytest.raises((OSError, ValueError)):  # a mode for a symlink: refused (Python: ValueError), not followed
+            r.set_attrs("d/s", owner=None, mode=0o777, mtime_ns=0)
+        r.set_attrs("d", owner=(1234, 4321), mode=0o2755, mtime_ns=NS)
+        r.set_attrs("", owner=None, mode=0o711, mtime_ns=NS)  # the root itself
+    d, s, root = (shm / "root/d").lstat(), (shm / "root/d/s").lstat(), (shm / "root").lstat()
+    assert (d.st_uid, d.st_gid, stat.S_IMODE(d.st_mode), d.st_mtime_ns) == (1234, 4321, 0o2755, NS)
+    assert (s.st_uid, s.st_mtime_ns) == (1234, NS)
+    assert (stat.S_IMODE(root.st_mode), root.st_mtime_ns) == (0o711, NS)
+    st = victim.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode), victim.read_text()) == (0, 0o600, "v")
+
+
 def test_saferoot_hard_link_target_must_be_a_regular_file_inside(shm: Path) -> None:
     (shm / "root").mkdir()
     with SafeRoot(shm / "root") as r:

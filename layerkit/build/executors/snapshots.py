@@ -169,19 +169,16 @@ class LowerDirWriter:
             root.mknod(path, "char" if t is EntryType.CHAR else "block", entry.mode, entry.devmajor, entry.devminor)
         elif t is EntryType.FIFO:
             root.mkfifo(path, entry.mode)
-        root.chown(path, entry.uid, entry.gid)
-        root.chmod(path, entry.mode)  # after chown, which clears setuid/setgid
+        mode = None if t is EntryType.SYMLINK else entry.mode
+        root.set_attrs(path, owner=(entry.uid, entry.gid), mode=mode, mtime_ns=entry.mtime_ns)
         for key, value in entry.xattrs.items():  # after chown, which clears security.capability
             root.setxattr(path, key, value)
-        root.utimens(path, entry.mtime_ns, entry.mtime_ns)
 
     def finish(self) -> None:
         """Apply the directories' metadata, deepest last-written first."""
         root = self._root
         for path, mode, uid, gid, mtime_ns in reversed(self._dirs):
-            root.chown(path if path != "." else "", uid, gid)
-            root.chmod(path if path != "." else "", mode)
-            root.utimens(path if path != "." else "", mtime_ns, mtime_ns)
+            root.set_attrs(path if path != "." else "", owner=(uid, gid), mode=mode, mtime_ns=mtime_ns)
         self._dirs = []
 
 
@@ -423,6 +420,9 @@ class _Unprivileged:
 
     def chown(self, path: str, uid: int, gid: int) -> None:
         pass
+
+    def set_attrs(self, path: str, *, owner: tuple[int, int] | None, mode: int | None, mtime_ns: int) -> None:
+        self._root.set_attrs(path, owner=None, mode=mode, mtime_ns=mtime_ns)
 
     def mknod(self, path: str, kind: Literal["char", "block"], mode: int, major: int, minor: int) -> None:
         try:
