@@ -88,7 +88,14 @@ class _Source:
             chunk = self._raw_read(READ_SIZE)
             if not chunk:
                 break
-            rest += chunk
+            if rest and len(rest) + len(chunk) > BLOCK:
+                # a header split across reads: complete it from the chunk, which stays the buffer
+                # (``rest + chunk`` would copy all of a multi-megabyte read for 512 bytes)
+                need = BLOCK - len(rest)
+                self._buf, self._pos = chunk, need
+                self._count(BLOCK)
+                return rest + chunk[:need]
+            rest += chunk  # no copy when rest is empty
         self._buf, self._pos = rest, 0
         if not rest:
             return None

@@ -447,3 +447,45 @@ def test_content_hash_of_large_member_streams() -> None:
         while chunk := c.read(100_000):
             h.update(chunk)
         assert h.digest() == hashlib.sha256(payload).digest() and e.size == len(payload)
+
+
+class _Pieces(io.RawIOBase):
+    """A stream handing out its bytes in the given sizes, in turn (as pipes and decompressors do)."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self._data, self._sizes, self._pos, self._i = data, sizes, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        size = self._sizes[self._i % len(self._sizes)]
+        self._i += 1
+        take = size if n is None or n < 0 else min(n, size)
+        out = self._data[self._pos : self._pos + take]
+        self._pos += len(out)
+        return out
+
+
+def _mixed_archive() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for i, size in enumerate([0, 1, 511, 512, 513, 3000, 70_000]):
+            info = tarfile.TarInfo(f"d/{'long-' * 30 if i % 3 == 0 else ''}f{i}")
+            info.size, info.mtime = size, 1_700_000_000.25 + i
+            t.addfile(info, io.BytesIO(bytes([i]) * size))
+        link = tarfile.TarInfo("d/l")
+        link.type, link.linkname = tarfile.SYMTYPE, "f1"
+        t.addfile(link)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 505], [511], [513], [512, 3], [1000, 24], [100_000]],
+                         ids=lambda s: "-".join(map(str, s)))
+def test_any_read_sizes_of_the_stream_give_the_same_entries(sizes: list[int]) -> None:
+    data = _mixed_archive()
+    want = read_all(data)
+    got = [(e, c.read() if c is not None else None) for e, c in iter_entries(_Pieces(data, sizes))]  # type: ignore[arg-type]
+    assert got == want
+    indexed = [e for e, _ in iter_entries(_Pieces(data, sizes), content=False)]  # type: ignore[arg-type]
+    assert indexed == [e for e, _ in want]
