@@ -418,9 +418,6 @@ class _Unprivileged:
     def __getattr__(self, name: str) -> object:
         return getattr(self._root, name)
 
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        pass
-
     def set_attrs(self, path: str, *, owner: tuple[int, int] | None, mode: int | None, mtime_ns: int) -> None:
         self._root.set_attrs(path, owner=None, mode=mode, mtime_ns=mtime_ns)
 
