@@ -341,30 +341,6 @@ class SafeRoot:
 
     # -- metadata (never follows the last component) ------------------------------------------------
 
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        if _is_root(path):
-            os.chown(".", uid, gid, dir_fd=self.fd)
-            return
-        pfd, name = self._at(path)
-        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-
-    def chmod(self, path: str, mode: int) -> None:
-        """Set permission bits (setuid/setgid/sticky included); a no-op on symlinks (Linux has none)."""
-        if _is_root(path):
-            os.chmod(".", mode & 0o7777, dir_fd=self.fd)
-            return
-        pfd, name = self._at(path)
-        if stat.S_ISLNK(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode):
-            return
-        os.chmod(name, mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
-
-    def utimens(self, path: str, atime_ns: int, mtime_ns: int) -> None:
-        if _is_root(path):
-            os.utime(".", ns=(atime_ns, mtime_ns), dir_fd=self.fd)
-            return
-        pfd, name = self._at(path)
-        os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
-
     def set_attrs(self, path: str, *, owner: tuple[int, int] | None, mode: int | None, mtime_ns: int) -> None:
         """Owner (``None``: leave it), permission bits (``None`` for a symlink, which has none) and
         times of ``path`` itself, resolved once; the last component is never followed (a ``mode``
