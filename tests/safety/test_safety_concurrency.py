@@ -52,20 +52,23 @@ class IndexWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                raw = self.file.read_bytes()
-            except FileNotFoundError:
-                continue
-            try:
-                doc = json.loads(raw)
-            except ValueError as exc:
-                self.problems.append(f"index.json does not parse ({exc}): {raw[:200]!r}")
-                continue
-            self.reads += 1
-            tags = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name") for m in doc["manifests"]}
-            if self.tags_stay and (lost := self.seen - tags):
-                self.problems.append(f"tags vanished: {sorted(lost)}")
-            self.seen |= tags - {None}
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            raw = self.file.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            self.problems.append(f"index.json does not parse ({exc}): {raw[:200]!r}")
+            return
+        self.reads += 1
+        tags = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name") for m in doc["manifests"]}
+        if self.tags_stay and (lost := self.seen - tags):
+            self.problems.append(f"tags vanished: {sorted(lost)}")
+        self.seen |= tags - {None}
 
     @contextmanager
     def running(self) -> Iterator[IndexWatcher]:
@@ -75,6 +78,8 @@ class IndexWatcher:
         finally:
             self._stop.set()
             self._thread.join(10)
+            # the loop's last read may predate the writers' last write: read the final document too
+            self._read()
 
 
 class GcLoop:
