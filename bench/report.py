@@ -254,8 +254,9 @@ def markdown(rows: list[Row], targets: list[Row], meta: dict[str, Any]) -> str:
         f"- Peers: {meta['peers']}",
         f"- layerkit: {meta.get('layerkit') or meta.get('bytecode')}.",
         (
-            "- Peak RSS is `ru_maxrss` of the timed command and the children it reaped: for `docker build` "
-            "that is the client only (the work happens in dockerd)."
+            "- Peak RSS is `ru_maxrss` of the timed command and the children it reaped, measured by GNU "
+            "`time` (`%M`) so that the harness's own size is not counted (its start, about 1.5 ms, is in every "
+            "tool's seconds alike): for `docker build` that is the client only (the work happens in dockerd)."
         ),
         "",
         "## Reading these figures",

@@ -35,6 +35,7 @@ DEBIAN_PEERS = {
     "skopeo": "skopeo",
     "pigz": "pigz",
     "zstd": "zstd",
+    "/usr/bin/time": "time",  # GNU time: the peak RSS of each timed command (bench/measure.py)
 }
 
 
