@@ -613,7 +613,7 @@ class Dispatcher:
         if st.union is None or st.union_chain != chain:
             from ..union import Union
 
-            st.union = Union(st.state.image())
+            st.union = Union(st.state.image(), index_cache=self.store.layer_index)
             st.union_chain = chain
         return st.union
 
@@ -790,7 +790,8 @@ class Dispatcher:
             if from_image is not None:  # indexing the source's layers only now that the step runs
                 from ..union import Union
 
-                from_fs = ImageFS(Union(from_image), f"stage or image {from_name!r}")
+                from_fs = ImageFS(Union(from_image, index_cache=self.store.layer_index),
+                                  f"stage or image {from_name!r}")
             lower = None if (instr.link or not st.state.layers) else self._union(st)
             planner = CopyPlanner(lower, tmp_dir=Path(self.store.tmp_dir))
             req = CopyRequest(tuple(local), dest, tuple(inline), owner, chmod, tuple(instr.excludes),

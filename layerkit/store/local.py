@@ -26,6 +26,7 @@ from ..spec import Descriptor
 from .layout import GC_GRACE_SECONDS, OCILayout, _is_digest
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .layerindex import LayerIndexCache
     from .results import GcResult
 
 __all__ = ["LocalStore", "default_home", "normalize_tag", "open_store"]
@@ -68,6 +69,14 @@ class LocalStore(OCILayout):
     def __repr__(self) -> str:
         return f"<LocalStore {self.home}>"
 
+    @property
+    def layer_index(self) -> LayerIndexCache:
+        """Member lists of layers read before: a union over them (a build's COPY planning) reads
+        none of them again."""
+        from .layerindex import LayerIndexCache
+
+        return LayerIndexCache(self.cache_dir / "layers")
+
     def normalize_name(self, name: str) -> str:
         return normalize_tag(name)
 
@@ -89,6 +98,8 @@ class LocalStore(OCILayout):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+            blobs = self._blobs_dir / "sha256"
+            self.layer_index.prune(lambda hex_: len(hex_) == 64 and (blobs / hex_).is_file())
         return replace(result, temp_files_removed=result.temp_files_removed + len(stale))
 
     def _resolve_other(self, name: str, entries: list[Descriptor]) -> Descriptor | None:

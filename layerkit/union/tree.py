@@ -57,7 +57,7 @@ from ..tarfs.whiteout import (
 from .layers import compressed_size, implicit_dir, is_image, layer_label
 
 __all__ = [
-    "Fate", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "implicit_dir", "is_image", "layer_label",
+    "Fate", "IndexCache", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "implicit_dir", "is_image", "layer_label",
 ]
 
 #: Symlink hops allowed while resolving a path in the view (Linux's MAXSYMLINKS).
@@ -156,12 +156,25 @@ class LayerFate:
 _ROOT = "."
 
 
+class IndexCache(Protocol):
+    """Where member lists of layers are kept between unions (the store's
+    :class:`~layerkit.store.layerindex.LayerIndexCache`)."""
+
+    def load(self, digest: str, diff_id: str, limits: Limits) -> list[Entry] | None: ...
+
+    def save(self, digest: str, diff_id: str, limits: Limits, entries: Sequence[Entry]) -> None: ...
+
+
 class Union:
     """The merged view of an image's layers (or of any sequence of objects with ``open_tar()``).
 
     Paths are image paths; ``"/a/b"``, ``"a/b"`` and ``"./a/b"`` are the same. Lookups never follow
     symlinks unless asked (``follow=True``), and then only inside the image root (an absolute target
     or a ``..`` at the top resolves against the image's ``/``, as ``RESOLVE_IN_ROOT`` does).
+
+    With an ``index_cache``, a layer with a digest and a diff ID is indexed from its cached member
+    list when there is one, and its list is cached after it is read; file contents are always read
+    from the layer itself.
     """
 
     def __init__(
@@ -170,11 +183,13 @@ class Union:
         *,
         limits: Limits | None = None,
         progress: Callable[[int, int], None] | None = None,
+        index_cache: IndexCache | None = None,
     ) -> None:
         layers: Sequence[LayerLike] = source.layers if is_image(source) else list(source)
         self.image = source if is_image(source) else None
         self.layers: tuple[LayerLike, ...] = tuple(layers)
         self.limits = limits or default_limits()  # one value for every read of these layers
+        self._index_cache = index_cache
         root = Node(_ROOT, 0, -1, implicit_dir(_ROOT), implicit=True)
         self._view: dict[str, Node] = {_ROOT: root}
         self._kids: dict[str, set[str]] = {_ROOT: set()}
@@ -203,23 +218,35 @@ class Union:
         label = self.label(i)
         whiteouts: list[tuple[int, Entry]] = []
         members: list[tuple[int, Entry]] = []
-        stream = layer.open_tar()
-        try:
-            entries = iter_entries(stream, layer=label, limits=self.limits, compressed_size=compressed_size(layer),
-                                   content=False)
-            for seq, (entry, _content) in enumerate(entries):
-                if WHITEOUT_PREFIX in entry.path and entry.name.startswith(WHITEOUT_PREFIX):
-                    whiteouts.append((seq, entry))
-                else:
-                    members.append((seq, entry))
-        finally:
-            stream.close()
+        for seq, entry in enumerate(self._members(layer, label)):
+            if WHITEOUT_PREFIX in entry.path and entry.name.startswith(WHITEOUT_PREFIX):
+                whiteouts.append((seq, entry))
+            else:
+                members.append((seq, entry))
         self._by_layer.append([])
         self._whiteouts.append([])
         for _seq, entry in whiteouts:  # first: they hide lower layers only (image-spec layer.md)
             self._apply_whiteout(i, entry, label)
         for seq, entry in members:
             self._apply_entry(i, seq, entry, label)
+
+    def _members(self, layer: LayerLike, label: str) -> list[Entry]:
+        """The layer's members in tar order: from the index cache, or read (and then cached)."""
+        cache = self._index_cache
+        digest, diff_id = getattr(layer, "digest", None), getattr(layer, "diff_id", None)
+        key = (str(digest), str(diff_id), self.limits) if cache is not None and digest and diff_id else None
+        if key is not None and (cached := cache.load(*key)) is not None:  # type: ignore[union-attr]
+            return cached
+        stream = layer.open_tar()
+        try:
+            entries = iter_entries(stream, layer=label, limits=self.limits, compressed_size=compressed_size(layer),
+                                   content=False)
+            listed = [entry for entry, _content in entries]  # to the end: digest and diff ID verified
+        finally:
+            stream.close()
+        if key is not None:
+            cache.save(*key, listed)  # type: ignore[union-attr]
+        return listed
 
     def _apply_whiteout(self, i: int, entry: Entry, label: str) -> None:
         path = entry.path

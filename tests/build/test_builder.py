@@ -389,6 +389,34 @@ COPY --from=files --chown=nobody /data /copied
     assert second.digest == first.digest
 
 
+def test_a_copy_after_a_context_change_does_not_read_the_base_again(tmp_path: Path, layerkit_home: Path,
+                                                                     alpine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning a COPY needs the headers of every layer below it; a rebuild takes those of layers read
+    before from the store's cache of member lists instead of decompressing the base image again."""
+    from layerkit.image import Layer
+
+    ctx = make_context(tmp_path / "ctx", f"""\
+FROM {alpine}
+COPY a.txt /etc/a.txt
+COPY b.txt /etc/b.txt
+""", {"a.txt": "a", "b.txt": "b"})
+    build(ctx)
+    opened: list[str] = []
+    open_tar = Layer.open_tar
+
+    def counted(layer: Layer) -> Any:
+        opened.append(str(layer.digest))
+        return open_tar(layer)
+
+    monkeypatch.setattr(Layer, "open_tar", counted)
+    (ctx / "a.txt").write_text("changed")
+    again = build(ctx)
+    assert again.executed_steps == ("COPY a.txt /etc/a.txt", "COPY b.txt /etc/b.txt")
+    base, new_copy = (str(layer.digest) for layer in again.image.layers[:2])
+    assert opened == [new_copy]  # the second COPY plans on the layer the first one just wrote
+    assert base not in opened
+
+
 def test_unchanged_rebuild_rewrites_no_blob(tmp_path: Path, layerkit_home: Path) -> None:
     """Config and manifest of an unchanged rebuild are already stored: reused, not written again."""
     from layerkit.store import open_store
