@@ -36,7 +36,7 @@ from ...errors import LayerError
 from ...spec import chain_ids
 from ...streams import ReadAhead
 from ...tarfs.entry import Entry, EntryType
-from ...tarfs.limits import Limits
+from ...tarfs.limits import Limits, default_limits
 from ...tarfs.paths import clean_member
 from ...tarfs.reader import iter_entries
 from ...tarfs.tree import DEFAULT_XATTR_FILTER
@@ -60,13 +60,15 @@ USER_OPAQUE_XATTR = "user.overlay.opaque"  # what overlayfs mounted with ``userx
 
 def extract_overlay_layer(tar_stream: BinaryIO, target_dir: str, *, layer: str = "",
                           limits: Limits | None = None, compressed_size: int | None = None,
-                          userxattr: bool = False) -> None:
+                          userxattr: bool = False, listed: list[Entry] | None = None) -> None:
     """Write one layer's entries into the empty ``target_dir`` in overlayfs lower-dir form, within
     ``limits`` (``None``: the environment's defaults); ``userxattr``: the unprivileged flavour (see
-    the module docstring)."""
+    the module docstring). ``listed`` receives every entry in tar order (a union's member list)."""
     with SafeRoot(target_dir, resolve="never") as safe:
         lower = LowerDirWriter(safe, userxattr=userxattr)
         for entry, content in iter_entries(tar_stream, layer=layer, limits=limits, compressed_size=compressed_size):
+            if listed is not None:
+                listed.append(entry)
             lower.add(entry, content)
         lower.finish()
 
@@ -517,16 +519,21 @@ class Snapshots:
         return StagedSnapshot(self, clamp_ns)
 
     def _unpack(self, layer: Layer, final: Path) -> None:
+        limits = self.limits or default_limits()
+        listed: list[Entry] = []
+
         def fill(tmp: Path) -> None:
             with layer.open_tar() as tar:
                 ahead = ReadAhead(tar)
                 try:
-                    extract_overlay_layer(ahead, str(tmp), layer=str(layer.diff_id), limits=self.limits,  # type: ignore[arg-type]
-                                          compressed_size=layer.size, userxattr=self.userxattr)
+                    extract_overlay_layer(ahead, str(tmp), layer=str(layer.diff_id), limits=limits,  # type: ignore[arg-type]
+                                          compressed_size=layer.size, userxattr=self.userxattr, listed=listed)
                 finally:
                     ahead.close()
 
         self._atomic(final, fill)
+        # read to its end (verified): a COPY planned on this layer later need not read it again
+        self.store.layer_index.save(str(layer.digest), str(layer.diff_id), limits, listed)
 
     def _atomic(self, final: Path, fill: Callable[[Path], object]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-" + final.name[:12] + "-", dir=self.root))
