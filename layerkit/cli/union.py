@@ -32,7 +32,8 @@ def _open(ref: str, platform: str | None, insecure: bool) -> Any:
 def _union(image: Any, limits: Any) -> Any:
     from ..union import Union
 
-    return Union(image, limits=limits)
+    # the local store keeps its layers' member lists: listing a stored image again reads no layer
+    return Union(image, limits=limits, index_cache=getattr(image.source, "layer_index", None))
 
 
 def _missing(exc: OSError) -> LayerkitError:

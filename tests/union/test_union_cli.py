@@ -44,6 +44,26 @@ def test_cat_follows_symlinks_inside_the_image(run_cli: Any, ref: str) -> None:
     assert run_cli("cat", ref, "/bin/sh").stdout_bytes[:4] == b"\x7fELF"
 
 
+def test_ls_of_a_stored_image_reads_its_layers_once(run_cli: Any, ref: str, layerkit_home: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerkit.image import Layer
+
+    assert run_cli("copy", ref, "alpine:3.20").exit_code == 0
+    opened: list[str] = []
+    open_tar = Layer.open_tar
+
+    def counted(layer: Layer) -> Any:
+        opened.append(str(layer.digest))
+        return open_tar(layer)
+
+    monkeypatch.setattr(Layer, "open_tar", counted)
+    first, second = (run_cli("ls", "alpine:3.20", "/etc", "-l") for _ in range(2))
+    assert first.exit_code == second.exit_code == 0 and first.stdout == second.stdout
+    assert len(opened) == 1  # the second listing took the layer's members from the store's cache
+    assert run_cli("cat", "alpine:3.20", "/etc/alpine-release").stdout == "3.20.3\n"
+    assert len(opened) == 2  # contents always come from the layer itself
+
+
 def test_cat_missing_file_is_an_error(run_cli: Any, ref: str) -> None:
     result = run_cli("cat", ref, "/nope")
     assert result.exit_code == 1
