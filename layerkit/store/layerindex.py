@@ -55,7 +55,7 @@ class LayerIndexCache:
         """Write the list (best effort: a cache that cannot be written is only slower)."""
         body = json.dumps([_row(e) for e in entries], separators=(",", ":")).encode()
         final = self._file(digest, diff_id, limits)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        tmp = final.with_name(f".{final.name}.{os.urandom(6).hex()}.tmp")  # writers of one list never share it
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
