@@ -158,6 +158,22 @@ def layerkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def opened_layers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The digest of every layer whose tar is opened (``Layer.open_tar``) from now on, in order."""
+    from layerkit.image import Layer
+
+    opened: list[str] = []
+    open_tar = Layer.open_tar
+
+    def counted(layer: Layer) -> Any:
+        opened.append(str(layer.digest))
+        return open_tar(layer)
+
+    monkeypatch.setattr(Layer, "open_tar", counted)
+    return opened
+
+
+@pytest.fixture
 def run_cli() -> Any:
     """``run_cli(*args, input=None)`` → click Result of the layerkit CLI, in-process."""
     from click.testing import CliRunner

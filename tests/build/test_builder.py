@@ -390,25 +390,16 @@ COPY --from=files --chown=nobody /data /copied
 
 
 def test_a_copy_after_a_context_change_does_not_read_the_base_again(tmp_path: Path, layerkit_home: Path,
-                                                                     alpine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                     alpine: str, request: pytest.FixtureRequest) -> None:
     """Planning a COPY needs the headers of every layer below it; a rebuild takes those of layers read
     before from the store's cache of member lists instead of decompressing the base image again."""
-    from layerkit.image import Layer
-
     ctx = make_context(tmp_path / "ctx", f"""\
 FROM {alpine}
 COPY a.txt /etc/a.txt
 COPY b.txt /etc/b.txt
 """, {"a.txt": "a", "b.txt": "b"})
     build(ctx)
-    opened: list[str] = []
-    open_tar = Layer.open_tar
-
-    def counted(layer: Layer) -> Any:
-        opened.append(str(layer.digest))
-        return open_tar(layer)
-
-    monkeypatch.setattr(Layer, "open_tar", counted)
+    opened = request.getfixturevalue("opened_layers")  # from here on
     (ctx / "a.txt").write_text("changed")
     again = build(ctx)
     assert again.executed_steps == ("COPY a.txt /etc/a.txt", "COPY b.txt /etc/b.txt")

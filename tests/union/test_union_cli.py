@@ -45,18 +45,9 @@ def test_cat_follows_symlinks_inside_the_image(run_cli: Any, ref: str) -> None:
 
 
 def test_ls_of_a_stored_image_reads_its_layers_once(run_cli: Any, ref: str, layerkit_home: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from layerkit.image import Layer
-
+                                                     request: pytest.FixtureRequest) -> None:
     assert run_cli("copy", ref, "alpine:3.20").exit_code == 0
-    opened: list[str] = []
-    open_tar = Layer.open_tar
-
-    def counted(layer: Layer) -> Any:
-        opened.append(str(layer.digest))
-        return open_tar(layer)
-
-    monkeypatch.setattr(Layer, "open_tar", counted)
+    opened = request.getfixturevalue("opened_layers")  # from here on
     first, second = (run_cli("ls", "alpine:3.20", "/etc", "-l") for _ in range(2))
     assert first.exit_code == second.exit_code == 0 and first.stdout == second.stdout
     assert len(opened) == 1  # the second listing took the layer's members from the store's cache
