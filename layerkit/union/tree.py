@@ -57,7 +57,8 @@ from ..tarfs.whiteout import (
 from .layers import compressed_size, implicit_dir, is_image, layer_label
 
 __all__ = [
-    "Fate", "IndexCache", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "implicit_dir", "is_image", "layer_label",
+    "Fate", "IndexCache", "LayerFate", "LayerLike", "Node", "Union", "compressed_size", "implicit_dir", "is_image",
+    "layer_label",
 ]
 
 #: Symlink hops allowed while resolving a path in the view (Linux's MAXSYMLINKS).
@@ -234,19 +235,23 @@ class Union:
         """The layer's members in tar order: from the index cache, or read (and then cached)."""
         cache = self._index_cache
         digest, diff_id = getattr(layer, "digest", None), getattr(layer, "diff_id", None)
-        key = (str(digest), str(diff_id), self.limits) if cache is not None and digest and diff_id else None
-        if key is not None and (cached := cache.load(*key)) is not None:  # type: ignore[union-attr]
-            return cached
+        if cache is None or not digest or not diff_id:
+            return self._read_members(layer, label)
+        key = (str(digest), str(diff_id), self.limits)
+        listed = cache.load(*key)
+        if listed is None:
+            listed = self._read_members(layer, label)
+            cache.save(*key, listed)
+        return listed
+
+    def _read_members(self, layer: LayerLike, label: str) -> list[Entry]:
         stream = layer.open_tar()
         try:
             entries = iter_entries(stream, layer=label, limits=self.limits, compressed_size=compressed_size(layer),
                                    content=False)
-            listed = [entry for entry, _content in entries]  # to the end: digest and diff ID verified
+            return [entry for entry, _content in entries]  # to the end: digest and diff ID verified
         finally:
             stream.close()
-        if key is not None:
-            cache.save(*key, listed)  # type: ignore[union-attr]
-        return listed
 
     def _apply_whiteout(self, i: int, entry: Entry, label: str) -> None:
         path = entry.path

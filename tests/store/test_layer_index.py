@@ -4,14 +4,16 @@ lists of the blobs it removes."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import MakeImage
-
+from layerkit.spec import Descriptor
 from layerkit.store import open_store
 from layerkit.store.layerindex import LayerIndexCache
 from layerkit.tarfs.entry import Entry, EntryType
 from layerkit.tarfs.limits import Limits
+
+MakeImage = Callable[..., Descriptor]
 
 DIGEST, DIFF_ID, LIMITS = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32, Limits()
 
