@@ -98,8 +98,7 @@ class LocalStore(OCILayout):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            blobs = self._blobs_dir / "sha256"
-            self.layer_index.prune(lambda hex_: len(hex_) == 64 and (blobs / hex_).is_file())
+            self.layer_index.prune(lambda hex_: _is_digest(f"sha256:{hex_}") and self.has_blob(f"sha256:{hex_}"))
         return replace(result, temp_files_removed=result.temp_files_removed + len(stale))
 
     def _resolve_other(self, name: str, entries: list[Descriptor]) -> Descriptor | None:
