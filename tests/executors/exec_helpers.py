@@ -142,7 +142,7 @@ def layer_summary(entries: Any) -> dict[str, tuple[Any, ...]]:
 REPO = Path(__file__).resolve().parents[2]
 
 #: run one step as whoever runs this script: argv = repo, store home, OCI layout, script, uid, executor
-#: ("native", "rootless", "rootless-copy"); prints the outcome and the layer's summary as JSON
+#: ("native", "rootless", "rootless-fuse", "rootless-copy"); prints the outcome and the layer's summary as JSON
 NOBODY_SCRIPT = r"""
 import hashlib, json, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -160,6 +160,7 @@ store = open_store(sys.argv[2])
 image = open_image(sys.argv[3], "3.20")
 name = sys.argv[6]
 executor = {"native": native.NativeExecutor, "rootless": rootless.RootlessExecutor,
+            "rootless-fuse": lambda: rootless.RootlessExecutor(mode="fuse"),
             "rootless-copy": lambda: rootless.RootlessExecutor(mode="copy")}[name]()
 reason = executor.unavailable()
 if reason:

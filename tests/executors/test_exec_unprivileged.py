@@ -33,7 +33,9 @@ def _summary(step: Any) -> dict[str, list[Any]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["native", "rootless"])
+# fuse-overlayfs itself, not the rootless executor's choice: where 'nobody' cannot open /dev/fuse it would
+# fall back to the copy (a layer that hides the same paths, spelled differently), and this test skips
+@pytest.mark.parametrize("name", ["native", "rootless-fuse"])
 @pytest.mark.parametrize(("script", "uid"), [(AS_ROOT, 0), (AS_USER, 405)], ids=["uid0", "uid405"])
 def test_unprivileged_layer_equals_root_native(name: str, script: str, uid: int, nobody_dir: Path,
                                                exec_store: LocalStore, alpine_image: Any) -> None:
