@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from . import mediatypes as mt
-from .digest import CHUNK, Digest, VerifyingReader
+from .digest import CHUNK, Digest, ThreadedVerifyingReader, VerifyingReader
 from .errors import LayerkitError, ManifestError, TarFormatError
 from .spec import Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids
 from .streams import Reader
@@ -86,6 +86,11 @@ class Layer:
         return _LayerTar(self)  # type: ignore[return-value]
 
 
+#: A layer blob at least this big hashes its tar (the diff ID) in a thread of its own: hashing it in
+#: the thread that decompresses it made that thread the slowest part of an unpack.
+HASH_THREAD_FROM = 1 << 20
+
+
 class _LayerTar(Reader):
     """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams, the
     tar against ``diff_id`` at EOF. Closing it closes the blob. When the codec fails, the rest of the
@@ -101,7 +106,8 @@ class _LayerTar(Reader):
         except LayerkitError:
             self._drain_blob()
             raise
-        self._verified = VerifyingReader(
+        verifier = ThreadedVerifyingReader if layer.size >= HASH_THREAD_FROM else VerifyingReader
+        self._verified = verifier(
             self._tar, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",
             source=layer._image.source.name,
         )
@@ -119,6 +125,9 @@ class _LayerTar(Reader):
             raise
 
     def close(self) -> None:
+        verified = getattr(self, "_verified", None)
+        if verified is not None:
+            verified.close()  # ends a hashing thread; closes the tar stream
         for part in (getattr(self, "_tar", None), self._blob):
             close = getattr(part, "close", None)
             if close is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
+import threading
 from typing import BinaryIO
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from layerkit import mediatypes as mt
 from layerkit.digest import sha256_bytes
 from layerkit.errors import DigestMismatchError, ManifestError
-from layerkit.image import Image
+from layerkit.image import HASH_THREAD_FROM, Image
 from layerkit.spec import Descriptor, ImageConfig, Manifest
 
 
@@ -39,10 +41,11 @@ def layer_tar(payload: bytes) -> bytes:
     return buf.getvalue()
 
 
-def make(payload: bytes = b"x" * 50_000, *, corrupt_layer: bool = False, extra_diff_id: bool = False):
+def make(payload: bytes = b"x" * 50_000, *, corrupt_layer: bool = False, extra_diff_id: bool = False,
+         wrong_diff_id: bool = False):
     tar = layer_tar(payload)
     blob = gzip.compress(tar, mtime=0)
-    diff_ids = (sha256_bytes(tar),) + ((sha256_bytes(b"extra"),) if extra_diff_id else ())
+    diff_ids = (sha256_bytes(tar + b"!" if wrong_diff_id else tar),) + ((sha256_bytes(b"extra"),) if extra_diff_id else ())
     cfg = ImageConfig(config={"Cmd": ["/bin/sh"]}, diff_ids=diff_ids).to_bytes()
     stored = bytearray(blob)
     if corrupt_layer:
@@ -74,6 +77,32 @@ def test_a_corrupt_layer_blob_is_a_digest_error_not_a_codec_error() -> None:
     image, _, _ = make(corrupt_layer=True)
     with pytest.raises(DigestMismatchError, match=image.layers[0].digest):
         image.layers[0].open_tar().read()
+
+
+#: incompressible: the blob is over HASH_THREAD_FROM, so its tar is hashed in a thread of its own
+BIG = os.urandom(HASH_THREAD_FROM + 4096)
+
+
+@pytest.mark.parametrize("payload", [b"x" * 50_000, BIG], ids=["hashed-inline", "hashed-in-a-thread"])
+def test_a_diff_id_that_does_not_match_the_tar_is_caught_at_its_end(payload: bytes) -> None:
+    image, _, tar = make(payload)
+    assert (image.layers[0].size >= HASH_THREAD_FROM) == (payload is BIG)
+    with image.layers[0].open_tar() as f:
+        assert f.read() == tar
+    image, _, _ = make(payload, wrong_diff_id=True)
+    with pytest.raises(DigestMismatchError, match="diff ID"), image.layers[0].open_tar() as f:
+        while f.read(65536):
+            pass
+
+
+def test_closing_a_big_layer_half_read_ends_its_hashing_thread() -> None:
+    image, _, _ = make(BIG)
+    before = threading.active_count()
+    f = image.layers[0].open_tar()
+    assert f.read(1 << 16)
+    assert threading.active_count() == before + 1
+    f.close()
+    assert threading.active_count() == before
 
 
 def test_diff_ids_must_match_the_manifest_layers() -> None:
