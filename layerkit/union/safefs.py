@@ -12,9 +12,14 @@ Two resolution policies for intermediate components:
   stays in the root (``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)``; on kernels before 5.6 the
   same walk is done by hand with ``O_PATH | O_NOFOLLOW`` and ``readlinkat``).
 - ``"never"``: any symlink (or ``..``) in an intermediate component is refused with
-  :class:`UnsafePathError` (``RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH``). The unpacker uses this: the
-  union index guarantees that every ancestor of a surviving path is a real directory, so meeting a
-  symlink there means something is wrong and writing must stop.
+  :class:`UnsafePathError`. The unpacker uses this: the union index guarantees that every ancestor of
+  a surviving path is a real directory, so meeting a symlink there means something is wrong and
+  writing must stop. Nothing is ever followed, so no openat2 is needed: each component is opened
+  from its parent's fd with ``O_NOFOLLOW | O_DIRECTORY``, which a symlink fails (usually just one
+  component, below the cached parent).
+
+openat2 has no Python binding; it is called through ``ctypes``, imported on the first ``"in-root"``
+lookup (an unpack never pays for that import).
 
 Refusals raise ``UnsafePathError(path, reason)``; ordinary failures (ENOSPC, EPERM, ENOENT) are the
 ``OSError`` the kernel gave. Paths are root-relative (a leading ``/`` is ignored).
@@ -22,16 +27,16 @@ Refusals raise ``UnsafePathError(path, reason)``; ordinary failures (ENOSPC, EPE
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
 import stat
-from typing import BinaryIO, Literal, Self
+from typing import Any, BinaryIO, Literal, Self
 
 from ..digest import CHUNK
 from ..errors import UnsafePathError
 
-__all__ = ["HAVE_OPENAT2", "Resolve", "SafeRoot"]
+__all__ = ["Resolve", "SafeRoot", "openat2_available"]
 
 Resolve = Literal["in-root", "never"]
 
@@ -45,46 +50,53 @@ _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _O_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+@functools.cache
+def _openat2_call() -> Any:
+    """``call(dirfd, path, flags, resolve) -> fd`` for the openat2 syscall, or ``None`` without a libc."""
+    import ctypes
 
+    class OpenHow(ctypes.Structure):
+        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
-def _load_libc() -> ctypes.CDLL | None:
     try:
-        return ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
     except OSError:  # pragma: no cover - no dynamic libc
         return None
 
+    def call(dirfd: int, path: str, flags: int, resolve: int) -> int:
+        how = OpenHow(flags, 0, resolve)
+        raw = os.fsencode(path)
+        for _ in range(16):  # EAGAIN: a concurrent rename/mount raced the lookup; the kernel asks to retry
+            fd = libc.syscall(_SYS_OPENAT2, dirfd, raw, ctypes.byref(how), ctypes.sizeof(how))
+            if fd >= 0:
+                return int(fd)
+            err = ctypes.get_errno()
+            if err not in (errno.EAGAIN, errno.EINTR):
+                raise OSError(err, os.strerror(err), path)
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), path)
 
-_libc = _load_libc()
+    return call
 
 
 def _openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
-    assert _libc is not None
-    how = _OpenHow(flags, 0, resolve)
-    raw = os.fsencode(path)
-    for _ in range(16):  # EAGAIN: a concurrent rename/mount raced the lookup; the kernel asks to retry
-        fd = _libc.syscall(_SYS_OPENAT2, dirfd, raw, ctypes.byref(how), ctypes.sizeof(how))
-        if fd >= 0:
-            return int(fd)
-        err = ctypes.get_errno()
-        if err not in (errno.EAGAIN, errno.EINTR):
-            raise OSError(err, os.strerror(err), path)
-    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), path)
+    call = _openat2_call()
+    assert call is not None
+    return int(call(dirfd, path, flags, resolve))
 
 
-def _probe_openat2() -> bool:
-    if _libc is None:
+@functools.cache
+def openat2_available() -> bool:
+    """Whether this kernel (5.6 or later) and libc can make the openat2 syscall."""
+    if _openat2_call() is None:
         return False
+    root = os.open("/", _O_PATH_DIR)
     try:
-        fd = _openat2(os.open("/", _O_PATH_DIR), ".", _O_PATH_DIR, _RESOLVE_IN_ROOT)
+        os.close(_openat2(root, ".", _O_PATH_DIR, _RESOLVE_IN_ROOT))
     except OSError:
         return False
-    os.close(fd)
+    finally:
+        os.close(root)
     return True
-
-
-HAVE_OPENAT2 = _probe_openat2()
 
 
 def _is_root(path: str) -> bool:
@@ -104,13 +116,14 @@ class SafeRoot:
     """A directory tree that every operation stays inside. Use as a context manager (holds fds).
 
     ``SafeRoot(target, resolve="never")`` for the unpacker, ``"in-root"`` to follow symlinks inside
-    the root. ``use_openat2=False`` forces the manual walk (tests run both).
+    the root. ``use_openat2=False`` forces the manual ``"in-root"`` walk (tests run both); ``"never"``
+    always walks.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, resolve: Resolve = "in-root", use_openat2: bool | None = None) -> None:
         self.path = os.fspath(root)
         self.resolve = resolve
-        self.use_openat2 = HAVE_OPENAT2 if use_openat2 is None else (use_openat2 and HAVE_OPENAT2)
+        self._use_openat2 = use_openat2  # None: if the kernel has it, asked on the first in-root lookup
         self.fd = os.open(self.path, _O_PATH_DIR | os.O_NOFOLLOW)
         # one cached parent (path -> O_PATH fd): consecutive entries usually share a directory
         self._cache_path: str | None = None
@@ -184,23 +197,48 @@ class SafeRoot:
         if self.resolve == "never" and cached and rel.startswith(cached + "/"):
             # no symlinks and no '..' allowed: walking the suffix from the cached parent is equivalent
             start, sub = self._cache_fd, rel[len(cached) + 1 :]
-        if not self.use_openat2:
-            return self._walk(start, sub, what)
         if self.resolve == "never":
-            flags = _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS | _RESOLVE_BENEATH
-        else:
-            flags = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS
+            return self._walk_no_symlinks(start, sub, rel, what)
+        if self._use_openat2 is not False:
+            self._use_openat2 = openat2_available()
+        if not self._use_openat2:
+            return self._walk(start, sub, what)
         try:
-            return _openat2(start, sub, _O_PATH_DIR, flags)
+            return _openat2(start, sub, _O_PATH_DIR, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
         except OSError as exc:
-            if exc.errno == errno.ELOOP and self.resolve == "never":
-                raise UnsafePathError(what, f"a parent component of {rel!r} is a symlink") from None
             if exc.errno == errno.EXDEV:
                 raise UnsafePathError(what, f"{rel!r} resolves outside the root") from None
             raise
 
+    def _walk_no_symlinks(self, start: int, sub: str, rel: str, what: str) -> int:
+        """``sub`` below ``start``, one ``openat`` per component; a symlink (or ``..``) is refused."""
+        fd = -1
+        try:
+            for comp in sub.split("/"):
+                if comp in ("", "."):
+                    continue
+                if comp == "..":
+                    raise UnsafePathError(what, "'..' components are refused")
+                at = start if fd < 0 else fd
+                try:
+                    nxt = os.open(comp, _O_PATH_DIR | os.O_NOFOLLOW, dir_fd=at)
+                except OSError as exc:  # a symlink fails O_DIRECTORY (ENOTDIR) when it is not followed
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP) and stat.S_ISLNK(
+                        os.stat(comp, dir_fd=at, follow_symlinks=False).st_mode
+                    ):
+                        raise UnsafePathError(what, f"a parent component of {rel!r} is a symlink") from None
+                    raise
+                if fd >= 0:
+                    os.close(fd)
+                fd = nxt
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        return fd if fd >= 0 else os.dup(start)
+
     def _walk(self, start: int, rel: str, what: str) -> int:
-        """Manual RESOLVE_IN_ROOT / NO_SYMLINKS walk for kernels without openat2."""
+        """Manual RESOLVE_IN_ROOT walk for kernels without openat2."""
         stack = [os.dup(start)]
         todo = list(reversed(rel.split("/")))
         hops = 0
@@ -210,8 +248,6 @@ class SafeRoot:
                 if comp in ("", "."):
                     continue
                 if comp == "..":
-                    if self.resolve == "never":
-                        raise UnsafePathError(what, "'..' components are refused")
                     if len(stack) > 1:
                         os.close(stack.pop())
                     continue
@@ -219,8 +255,6 @@ class SafeRoot:
                 mode = os.fstat(fd).st_mode
                 if stat.S_ISLNK(mode):
                     os.close(fd)
-                    if self.resolve == "never":
-                        raise UnsafePathError(what, f"a parent component of {rel!r} is a symlink")
                     hops += 1
                     if hops > _MAX_SYMLINKS:
                         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel)
