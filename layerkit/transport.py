@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from .errors import ImageNotFoundError, InvalidReferenceError, SourceError
 from .image import Image, ImageSink
@@ -25,8 +24,7 @@ __all__ = ["open_image", "open_index", "open_sink", "resolved_from", "store_name
 FORMATS = ("oci", "docker")
 
 
-@dataclass(frozen=True)
-class _Options:
+class _Options(NamedTuple):
     """What every source opener gets besides the reference."""
 
     platform: Platform | None

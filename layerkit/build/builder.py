@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import mediatypes as mt
 from ..digest import Digest
@@ -58,8 +58,7 @@ class BuildEvent:
         return doc
 
 
-@dataclass(frozen=True)
-class Secret:
+class Secret(NamedTuple):
     """``--secret id=ID,src=FILE`` or ``id=ID,env=VAR``: mounted by ``RUN --mount=type=secret``."""
 
     id: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import UnsafePathError
 
@@ -114,8 +114,7 @@ def join_link(member: str, target: str) -> str | None:
 Lookup = Callable[[str], "tuple[bool, str | None] | None"]
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """Where ``resolve_in_root`` stopped. ``found``: every component exists (``path`` is the resolved
     path, "." for the root). Otherwise ``path`` is the resolved prefix, ``rest`` the components left
     (the missing one first) and ``not_dir`` the component that exists but is no directory, if that

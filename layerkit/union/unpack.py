@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
 from ..streams import ReadAhead
@@ -73,8 +73,7 @@ __all__ = ["Progress", "SkippedEntry", "StrippedBits", "UnpackResult", "apply_la
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass(frozen=True)
-class SkippedEntry:
+class SkippedEntry(NamedTuple):
     """An entry or xattr the policy (or the filesystem) left out, and why."""
 
     path: str
@@ -82,8 +81,7 @@ class SkippedEntry:
     reason: str
 
 
-@dataclass(frozen=True)
-class StrippedBits:
+class StrippedBits(NamedTuple):
     """A file written without the privileged mode bits (``setuid``, ``setgid``) it had in the image."""
 
     path: str
@@ -106,8 +104,7 @@ class UnpackResult:
     removed: int = 0  # apply_layer: paths removed by whiteouts or replacement
 
 
-@dataclass(frozen=True)
-class _Policy:
+class _Policy(NamedTuple):
     """What the caller allows: owners and devices (root) or not, privileged mode bits or not."""
 
     rootless: bool
