@@ -42,8 +42,6 @@ Resolve = Literal["in-root", "never"]
 
 _SYS_OPENAT2 = 437  # same number on every Linux architecture (new syscalls share the table)
 _RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE_BENEATH = 0x08
 _RESOLVE_IN_ROOT = 0x10
 _MAX_SYMLINKS = 40
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
