@@ -51,3 +51,17 @@ def test_a_thread_still_working_is_waited_for(tmp_path: Path) -> None:
                 "c.run()\n", str(done))
     assert proc.returncode == 0
     assert done.read_text() == "finished"
+
+
+def test_the_program_raises_the_collectors_threshold_before_importing_the_command_line() -> None:
+    proc = _run("import gc, sys, types\n"
+                "import layerkit.__main__ as program\n"
+                "cli = types.ModuleType('layerkit.cli')\n"
+                "cli.run = lambda: print(gc.get_threshold()[0], 'click' in sys.modules)\n"
+                "sys.modules['layerkit.cli'] = cli\n"
+                "program.run()\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(50_000), "False"]
+    # and the installed command goes through it (pyproject's console script)
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert 'layerkit = "layerkit.__main__:run"' in pyproject
