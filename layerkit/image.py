@@ -125,10 +125,9 @@ class _LayerTar(Reader):
             raise
 
     def close(self) -> None:
-        verified = getattr(self, "_verified", None)
-        if verified is not None:
-            verified.close()  # ends a hashing thread; closes the tar stream
-        for part in (getattr(self, "_tar", None), self._blob):
+        # the verifier closes the tar stream it reads (and ends its hashing thread); without one, the tar
+        tar = getattr(self, "_verified", None) or getattr(self, "_tar", None)
+        for part in (tar, self._blob):
             close = getattr(part, "close", None)
             if close is not None:
                 close()
