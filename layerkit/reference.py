@@ -13,7 +13,7 @@ Transport grammar (what skopeo users know)::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .digest import Digest
 from .errors import InvalidDigestError, InvalidReferenceError
@@ -34,8 +34,7 @@ _DOMAIN_RE = rf"^(?:{_DOMAIN})$"
 _TAG_RE = r"^[\w][\w.-]{0,127}$"
 
 
-@dataclass(frozen=True)
-class DockerReference:
+class DockerReference(NamedTuple):
     """A normalized registry reference: ``docker.io/library/alpine:latest``."""
 
     registry: str
@@ -118,8 +117,7 @@ class DockerReference:
         return s
 
 
-@dataclass(frozen=True)
-class TransportReference:
+class TransportReference(NamedTuple):
     """A parsed ``transport:details`` reference. ``transport`` is ``""`` for a bare name."""
 
     transport: str

@@ -1,4 +1,4 @@
-"""OCI / Docker image documents as frozen dataclasses, parsed from and rendered to JSON.
+"""OCI / Docker image documents as immutable records, parsed from and rendered to JSON.
 
 Documents keep their raw bytes when they were read (a digest is over bytes, not over a
 re-serialisation); freshly made ones render canonically (sorted keys, no spaces).
@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, NamedTuple
 
 from . import mediatypes as mt
 from .digest import Digest, sha256_bytes
 from .errors import InvalidDigestError, ManifestError
 
 __all__ = [
-    "Platform",
     "Descriptor",
-    "Manifest",
-    "Index",
-    "ImageConfig",
     "History",
+    "ImageConfig",
+    "Index",
+    "Manifest",
+    "Platform",
     "canonical_json",
-    "parse_manifest_or_index",
-    "host_platform",
     "chain_ids",
+    "host_platform",
+    "parse_manifest_or_index",
 ]
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
@@ -73,8 +74,7 @@ _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "ar
            "riscv64": "riscv64"}
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(NamedTuple):
     """The platform an image runs on (``os/architecture[/variant]``), as in an index entry."""
 
     os: str = "linux"
@@ -83,7 +83,7 @@ class Platform:
     os_version: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         """``os/arch[/variant]`` as in ``--platform linux/arm64/v8``."""
         parts = text.strip().split("/")
         if not 1 <= len(parts) <= 3 or not all(parts):
@@ -95,7 +95,7 @@ class Platform:
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Platform":
+    def from_json(cls, d: Mapping[str, Any]) -> Platform:
         return cls(str(d.get("os", "")), str(d.get("architecture", "")), str(d.get("variant", "") or ""),
                    str(d.get("os.version", "") or ""))
 
@@ -107,7 +107,7 @@ class Platform:
             d["os.version"] = self.os_version
         return d
 
-    def matches(self, want: "Platform") -> bool:
+    def matches(self, want: Platform) -> bool:
         """True when this (an index entry's platform) satisfies ``want``; an empty variant on either
         side matches any variant, and arm64's implied v8 equals no variant."""
         if self.os != want.os or self.architecture != want.architecture:
@@ -141,7 +141,7 @@ class Descriptor:
     artifact_type: str = ""
 
     @classmethod
-    def from_json(cls, d: Any, what: str = "descriptor") -> "Descriptor":
+    def from_json(cls, d: Any, what: str = "descriptor") -> Descriptor:
         if not isinstance(d, Mapping):
             raise ManifestError(f"parsing {what}: expected an object")
         size = d.get("size")
@@ -173,7 +173,7 @@ class Descriptor:
             d["artifactType"] = self.artifact_type
         return d
 
-    def with_annotations(self, **extra: str) -> "Descriptor":
+    def with_annotations(self, **extra: str) -> Descriptor:
         return replace(self, annotations={**self.annotations, **extra})
 
 
@@ -193,7 +193,7 @@ class Manifest:
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_bytes(cls, raw: bytes, media_type: str = "") -> "Manifest":
+    def from_bytes(cls, raw: bytes, media_type: str = "") -> Manifest:
         doc = _load(raw, "manifest")
         if doc.get("schemaVersion") != 2:
             raise ManifestError(
@@ -243,7 +243,7 @@ class Manifest:
     def is_docker(self) -> bool:
         return self.media_type == mt.DOCKER_MANIFEST
 
-    def convert(self, docker: bool) -> "Manifest":
+    def convert(self, docker: bool) -> Manifest:
         """The same image as a Docker schema2 or OCI manifest (new bytes, so a new digest)."""
         if docker == self.is_docker:
             return self
@@ -273,7 +273,7 @@ class Index:
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_bytes(cls, raw: bytes, media_type: str = "") -> "Index":
+    def from_bytes(cls, raw: bytes, media_type: str = "") -> Index:
         doc = _load(raw, "index")
         if doc.get("schemaVersion") != 2:
             raise ManifestError(f"parsing index: schemaVersion {doc.get('schemaVersion')!r} is not supported")
@@ -324,8 +324,7 @@ def parse_manifest_or_index(raw: bytes, media_type: str = "") -> Manifest | Inde
     return Manifest.from_bytes(raw, mtype)
 
 
-@dataclass(frozen=True)
-class History:
+class History(NamedTuple):
     """One entry of an image config's ``history``: the step that made a layer (or none)."""
 
     created: str = ""
@@ -335,7 +334,7 @@ class History:
     empty_layer: bool = False
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "History":
+    def from_json(cls, d: Mapping[str, Any]) -> History:
         return cls(str(d.get("created", "") or ""), str(d.get("created_by", "") or ""),
                    str(d.get("author", "") or ""), str(d.get("comment", "") or ""), bool(d.get("empty_layer")))
 
@@ -373,7 +372,7 @@ class ImageConfig:
     _KNOWN = ("architecture", "os", "variant", "created", "author", "config", "rootfs", "history")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "ImageConfig":
+    def from_bytes(cls, raw: bytes) -> ImageConfig:
         doc = _load(raw, "image config")
         rootfs = doc.get("rootfs") or {}
         if not isinstance(rootfs, Mapping):
@@ -426,12 +425,12 @@ class ImageConfig:
     def platform(self) -> Platform:
         return Platform(self.os, self.architecture, self.variant)
 
-    def evolve(self, **changes: Any) -> "ImageConfig":
+    def evolve(self, **changes: Any) -> ImageConfig:
         """A modified copy; drops the raw bytes since they no longer match."""
         return replace(self, raw=None, **changes)
 
 
-def chain_ids(diff_ids: "list[Digest] | tuple[Digest, ...]") -> list[Digest]:
+def chain_ids(diff_ids: list[Digest] | tuple[Digest, ...]) -> list[Digest]:
     """OCI chain IDs: ChainID(L0)=DiffID(L0); ChainID(Ln)=sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
     out: list[Digest] = []
     for d in diff_ids:

@@ -112,3 +112,14 @@ def test_config_keeps_unknown_fields_and_oci_names() -> None:
 def test_chain_ids_follow_the_spec() -> None:
     assert chain_ids([D1]) == [D1]
     assert chain_ids([D1, D2])[1] == sha256_bytes(f"{D1} {D2}".encode())
+
+
+@pytest.mark.parametrize("value", [Platform("linux", "arm64", "v8"), History(created_by="RUN x", empty_layer=True)],
+                         ids=["Platform", "History"])
+def test_small_records_are_immutable_values(value: Platform | History) -> None:
+    field = value._fields[0]
+    with pytest.raises(AttributeError):
+        setattr(value, field, "changed")
+    assert value == type(value)(**value._asdict()) and hash(value) == hash(type(value)(**value._asdict()))
+    assert getattr(value._replace(**{field: "changed"}), field) == "changed"
+    assert getattr(value, field) != "changed"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -183,7 +183,7 @@ class BuildState:
             before = [j for j in layer_times if j < i]
             after = [j for j in layer_times if j > i]
             pick = before[-1] if before else (after[0] if after else None)
-            history[i] = replace(history[i], created=history[pick].created if pick is not None else fallback)
+            history[i] = history[i]._replace(created=history[pick].created if pick is not None else fallback)
         self.config = self.config.evolve(history=tuple(history))
         self._changed()
         return history[-1].created if len(history) > self.base_history else fallback

@@ -45,8 +45,6 @@ _LIMIT_HELP = {
 def limits_option(f: F) -> F:
     """The layer resource-limit flags (``--max-layer-size`` …), folded into one ``limits`` argument:
     a :class:`~layerkit.tarfs.limits.Limits` from the ``LAYERKIT_MAX_*`` environment, then the flags."""
-    from dataclasses import replace
-
     from ..errors import ConfigError
     from ..tarfs.limits import LIMIT_SETTINGS, default_limits, parse_limit
 
@@ -60,7 +58,7 @@ def limits_option(f: F) -> F:
                     changes[name] = parse_limit(name, text, flag)
                 except ConfigError as exc:
                     raise click.BadParameter(str(exc), param_hint=flag) from None
-        kwargs["limits"] = replace(default_limits(), **changes)
+        kwargs["limits"] = default_limits()._replace(**changes)
         return f(*args, **kwargs)
 
     for name, (flag, var) in reversed(LIMIT_SETTINGS.items()):

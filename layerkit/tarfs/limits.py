@@ -21,15 +21,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ..errors import ConfigError, LimitExceededError
 
 __all__ = ["DEFAULT_LIMITS", "LIMIT_SETTINGS", "Limits", "default_limits", "limit_error", "parse_limit", "parse_size"]
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Resource ceilings for reading one layer; defaults no real image reaches.
 
     ``max_bytes``: the uncompressed tar, and the expanded size of one sparse member (64 GiB).
@@ -113,7 +112,7 @@ def default_limits(environ: Mapping[str, str] | None = None) -> Limits:
         text = env.get(var)
         if text:
             changes[name] = parse_limit(name, text, f"${var}")
-    return replace(DEFAULT_LIMITS, **changes) if changes else DEFAULT_LIMITS  # type: ignore[arg-type]
+    return DEFAULT_LIMITS._replace(**changes) if changes else DEFAULT_LIMITS  # type: ignore[arg-type]
 
 
 def limit_error(what: str, field: str, detail: str) -> LimitExceededError:
