@@ -12,7 +12,7 @@ import re
 from typing import IO, BinaryIO
 
 from .errors import DigestMismatchError, InvalidDigestError
-from .streams import CHUNK, Reader
+from .streams import CHUNK, Channel, Reader
 
 __all__ = ["CHUNK", "Digest", "Hasher", "ThreadedVerifyingReader", "VerifyingReader", "sha256_bytes", "sha256_file"]
 
@@ -184,11 +184,10 @@ class ThreadedVerifyingReader(VerifyingReader):
 
     def __init__(self, raw: BinaryIO | IO[bytes], expected: Digest | str, size: int | None = None, *,
                  what: str = "blob", source: str = "", depth: int = 2) -> None:
-        import queue
         import threading
 
         super().__init__(raw, expected, size, what=what, source=source)
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._q: Channel[bytes | None] = Channel(depth)
         self._worker = threading.Thread(target=self._hash, name="layerkit-hash", daemon=True)
         self._worker.start()
 

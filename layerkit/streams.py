@@ -1,4 +1,5 @@
-"""``Reader``: the small base every streaming wrapper in layerkit shares, and ``ReadAhead``.
+"""``Reader``: the small base every streaming wrapper in layerkit shares; ``ReadAhead`` and the ``Channel`` it
+hands chunks over with.
 
 A subclass implements ``read(n)`` (and ``close`` when it owns something); ``readinto``, iteration in
 1 MiB chunks and the context-manager protocol come from here, so each wrapper (verifying, counting,
@@ -10,9 +11,11 @@ from __future__ import annotations
 import abc
 from collections import deque
 from collections.abc import Iterator
-from typing import BinaryIO, Self
+from typing import BinaryIO, Generic, Self, TypeVar
 
-__all__ = ["CHUNK", "ReadAhead", "Reader"]
+__all__ = ["CHUNK", "Channel", "ReadAhead", "Reader"]
+
+T = TypeVar("T")
 
 #: Read/write chunk size for every streaming copy; 1 MiB keeps syscalls and Python overhead low.
 CHUNK = 1 << 20
@@ -45,6 +48,35 @@ class Reader(abc.ABC):
         self.close()
 
 
+class Channel(Generic[T]):
+    """A bounded hand-off from one thread to another: a deque and two semaphores. (``queue.Queue``
+    does the same, but importing it costs every command that reads or hashes in a thread ~0.5 ms.)"""
+
+    def __init__(self, depth: int) -> None:
+        import threading
+
+        self._items: deque[T] = deque()
+        self._ready = threading.Semaphore(0)  # items waiting
+        self._room = threading.Semaphore(depth)  # free places
+
+    def put(self, item: T) -> None:
+        """Hand ``item`` over; waits while ``depth`` items are waiting."""
+        self._room.acquire()
+        self._items.append(item)
+        self._ready.release()
+
+    def get(self) -> T:
+        """The oldest item; waits for one."""
+        self._ready.acquire()
+        item = self._items.popleft()
+        self._room.release()
+        return item
+
+    def make_room(self) -> None:
+        """Let one more ``put`` through: how a consumer that stops wakes a producer waiting for room."""
+        self._room.release()
+
+
 class ReadAhead(Reader):
     """Reads ``stream`` in a thread, up to ``depth`` chunks ahead: decompressing a layer and checking
     its digests is C code that releases the GIL, so it overlaps with the reader's own work (writing
@@ -54,10 +86,7 @@ class ReadAhead(Reader):
     def __init__(self, stream: BinaryIO | Reader, depth: int = 8) -> None:
         import threading  # only readers that read ahead pay for the thread machinery
 
-        # a deque and two semaphores rather than queue.Queue: importing queue costs every unpack ~1 ms
-        self._chunks: deque[bytes | BaseException] = deque()
-        self._ready = threading.Semaphore(0)  # chunks in the deque
-        self._room = threading.Semaphore(depth)  # free places in the deque
+        self._chunks: Channel[bytes | BaseException] = Channel(depth)
         self._stop = False
         self._buf = b""
         self._pos = 0
@@ -67,28 +96,19 @@ class ReadAhead(Reader):
 
     def _run(self, stream: BinaryIO | Reader) -> None:
         try:
-            while True:
-                self._room.acquire()
-                if self._stop:
-                    return
+            while not self._stop:
                 chunk = stream.read(CHUNK)
-                self._put(chunk)
+                self._chunks.put(chunk)
                 if not chunk:
                     return
         except BaseException as exc:  # noqa: BLE001 - raised in the reading thread, re-raised in read
-            self._put(exc)
-
-    def _put(self, item: bytes | BaseException) -> None:
-        self._chunks.append(item)
-        self._ready.release()
+            self._chunks.put(exc)
 
     def read(self, n: int = -1) -> bytes:
         if self._pos >= len(self._buf):
             if self._done:
                 return b""
-            self._ready.acquire()
-            item = self._chunks.popleft()
-            self._room.release()
+            item = self._chunks.get()
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
@@ -105,5 +125,5 @@ class ReadAhead(Reader):
 
     def close(self) -> None:
         self._stop = True
-        self._room.release()  # wakes the thread if it waits for room; it sees _stop and ends
+        self._chunks.make_room()  # wakes the thread if it waits for room; it sees _stop and ends
         self._thread.join()

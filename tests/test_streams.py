@@ -1,4 +1,5 @@
-"""streams.ReadAhead: the bytes and errors of a stream read in a thread, in order, and a clean stop."""
+"""streams.ReadAhead: the bytes and errors of a stream read in a thread, in order, and a clean stop; the Channel
+it hands them over with."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from layerkit.streams import CHUNK, ReadAhead, Reader
+from layerkit.streams import CHUNK, Channel, ReadAhead, Reader
 
 
 class _Chunks(Reader):
@@ -76,3 +77,33 @@ def test_close_before_reading_anything_and_after_eof() -> None:
     assert ahead.read() == b"data"
     assert ahead.read() == b""
     ahead.close()
+
+
+def test_a_channel_hands_items_over_in_order_and_holds_at_most_depth() -> None:
+    channel: Channel[int] = Channel(2)
+    handed: list[int] = []
+
+    def produce() -> None:
+        for i in range(5):
+            channel.put(i)
+            handed.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(0.05)
+    assert handed == [0, 1]  # the third put waits for room
+    assert [channel.get() for _ in range(5)] == [0, 1, 2, 3, 4]
+    producer.join(timeout=1)
+    assert not producer.is_alive()
+
+
+def test_make_room_lets_a_waiting_put_through() -> None:
+    channel: Channel[str] = Channel(1)
+    channel.put("full")
+    waiting = threading.Thread(target=channel.put, args=("one more",))
+    waiting.start()
+    time.sleep(0.05)
+    assert waiting.is_alive()
+    channel.make_room()
+    waiting.join(timeout=1)
+    assert not waiting.is_alive()
