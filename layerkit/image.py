@@ -9,6 +9,7 @@ Sources implement the tiny ``BlobSource`` protocol; everything else is shared he
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import dataclass
 from functools import cached_property
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -90,22 +91,41 @@ class Layer:
 #: the thread that decompresses it made that thread the slowest part of an unpack.
 HASH_THREAD_FROM = 1 << 20
 
+#: A layer blob up to this size is read and checked whole and, when it is one gzip member of at most
+#: ``WHOLE_TAR_MAX`` bytes, decompressed in one call: for the few-hundred-byte layer of a RUN step that
+#: touches a file or two, setting up the streams cost twice what reading it did.
+WHOLE_BLOB_MAX = 64 << 10
+WHOLE_TAR_MAX = 1 << 20
+
+
+def _read_whole(blob: BinaryIO) -> io.BytesIO:
+    """All of a small blob in memory, checked against its digest (at EOF); the blob is closed."""
+    with blob:
+        return io.BytesIO(b"".join(iter(lambda: blob.read(CHUNK), b"")))
+
 
 class _LayerTar(Reader):
-    """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams, the
-    tar against ``diff_id`` at EOF. Closing it closes the blob. When the codec fails, the rest of the
+    """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams (a small
+    blob: whole, as it is opened), the tar against ``diff_id`` at EOF. Closing it closes the blob. When the codec fails, the rest of the
     blob is read first, so a corrupt blob is reported as what it is (a digest mismatch naming the blob)
     rather than as a CRC or codec error."""
 
     def __init__(self, layer: Layer) -> None:
-        from .tarfs.compression import open_decompressed
+        from .tarfs.compression import decompress_whole, open_decompressed
 
         self._blob = layer.open()
-        try:
-            self._tar = open_decompressed(self._blob, compressed_size=layer.size, what=f"layer {layer.digest}")
-        except LayerkitError:
-            self._drain_blob()
-            raise
+        tar: BinaryIO | None = None
+        if layer.size <= WHOLE_BLOB_MAX:
+            self._blob = _read_whole(self._blob)
+            whole = decompress_whole(self._blob.getvalue(), WHOLE_TAR_MAX)
+            tar = None if whole is None else io.BytesIO(whole)
+        if tar is None:
+            try:
+                tar = open_decompressed(self._blob, compressed_size=layer.size, what=f"layer {layer.digest}")
+            except LayerkitError:
+                self._drain_blob()
+                raise
+        self._tar = tar
         verifier = ThreadedVerifyingReader if layer.size >= HASH_THREAD_FROM else VerifyingReader
         self._verified = verifier(
             self._tar, layer.diff_id, what=f"layer {layer.index} uncompressed tar (diff ID)",

@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from layerkit import mediatypes as mt
 from layerkit.digest import sha256_bytes
 from layerkit.errors import DigestMismatchError, ManifestError
-from layerkit.image import HASH_THREAD_FROM, Image
+from layerkit.image import HASH_THREAD_FROM, WHOLE_BLOB_MAX, WHOLE_TAR_MAX, Image
 from layerkit.spec import Descriptor, ImageConfig, Manifest
 
 
@@ -42,9 +43,9 @@ def layer_tar(payload: bytes) -> bytes:
 
 
 def make(payload: bytes = b"x" * 50_000, *, corrupt_layer: bool = False, extra_diff_id: bool = False,
-         wrong_diff_id: bool = False):
+         wrong_diff_id: bool = False, encode: Callable[[bytes], bytes] = lambda tar: gzip.compress(tar, mtime=0)):
     tar = layer_tar(payload)
-    blob = gzip.compress(tar, mtime=0)
+    blob = encode(tar)
     diff_ids = (sha256_bytes(tar + b"!" if wrong_diff_id else tar),) + ((sha256_bytes(b"extra"),) if extra_diff_id else ())
     cfg = ImageConfig(config={"Cmd": ["/bin/sh"]}, diff_ids=diff_ids).to_bytes()
     stored = bytearray(blob)
@@ -93,6 +94,51 @@ def test_a_diff_id_that_does_not_match_the_tar_is_caught_at_its_end(payload: byt
     with pytest.raises(DigestMismatchError, match="diff ID"), image.layers[0].open_tar() as f:
         while f.read(65536):
             pass
+
+
+def _two_members(tar: bytes) -> bytes:
+    return gzip.compress(tar[:1000], mtime=0) + gzip.compress(tar[1000:], mtime=0)
+
+
+@pytest.mark.parametrize("payload, encode", [
+    (b"x" * 50_000, lambda tar: gzip.compress(tar, mtime=0)),
+    (b"x" * 50_000, _two_members),
+    (bytes(WHOLE_TAR_MAX + 1), lambda tar: gzip.compress(tar, mtime=0)),
+    (b"x" * 20_000, lambda tar: tar),
+    (os.urandom(WHOLE_BLOB_MAX + 1), lambda tar: gzip.compress(tar, mtime=0)),
+], ids=["one-member-whole", "two-members-streamed", "big-tar-streamed", "uncompressed-whole", "big-blob-streamed"])
+def test_a_layer_reads_the_same_whether_small_enough_to_take_whole_or_not(
+        payload: bytes, encode: Callable[[bytes], bytes]) -> None:
+    image, _, tar = make(payload, encode=encode)
+    with image.layers[0].open_tar() as f:
+        assert f.read() == tar
+    image, _, _ = make(payload, encode=encode, wrong_diff_id=True)
+    with pytest.raises(DigestMismatchError, match="diff ID"), image.layers[0].open_tar() as f:
+        while f.read(65536):
+            pass
+
+
+def test_a_small_corrupt_blob_is_caught_as_it_is_opened() -> None:
+    image, _, _ = make(corrupt_layer=True)
+    assert image.layers[0].size <= WHOLE_BLOB_MAX
+    with pytest.raises(DigestMismatchError, match=image.layers[0].digest):
+        image.layers[0].open_tar()
+
+
+class _Unclosable(io.BytesIO):
+    def close(self) -> None:  # so the test can ask how far the reader got
+        pass
+
+
+def test_a_small_blob_is_not_read_past_its_size() -> None:
+    image, source, _ = make()
+    digest = image.layers[0].digest
+    source.blobs[digest] += bytes(64 << 20)  # a source that keeps sending
+    served = _Unclosable(source.blobs[digest])
+    source.open_blob = lambda descriptor: served  # type: ignore[method-assign]
+    with pytest.raises(DigestMismatchError, match="bytes, expected"):
+        image.layers[0].open_tar()
+    assert served.tell() <= image.layers[0].size + 1
 
 
 def test_closing_a_big_layer_half_read_ends_its_hashing_thread() -> None:

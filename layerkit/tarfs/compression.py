@@ -36,8 +36,9 @@ import functools
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from importlib.util import find_spec
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import TarFormatError
 from ..mediatypes import Compression, detect_compression
@@ -57,14 +58,15 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "DEFAULT_LEVEL",
     "GZIP_BLOCK",
+    "GZIP_HEADER",
     "HAVE_ISAL",
     "HAVE_ZLIB_NG",
     "HAVE_ZSTD",
-    "GZIP_HEADER",
-    "open_decompressed",
-    "open_compressor",
+    "decompress_whole",
     "gzip_backend",
     "gzip_blocked",
+    "open_compressor",
+    "open_decompressed",
 ]
 
 HAVE_ISAL = _isal_zlib is not None
@@ -237,6 +239,25 @@ def _peek_head(stream: BinaryIO, n: int = 4) -> tuple[bytes, BinaryIO]:
             break
         head += chunk
     return head, _Prefixed(head, stream)  # type: ignore[return-value]
+
+
+def decompress_whole(data: bytes, cap: int) -> bytes | None:
+    """The uncompressed bytes of a small blob, in one call; ``None`` when :func:`open_decompressed` must
+    stream it instead: more than ``cap`` bytes out, zstd, more than one gzip member or bytes after it,
+    or a corrupt stream (which the streaming reader then reports). For a layer of a few hundred bytes
+    the streaming reader's set-up costs more than its bytes do."""
+    comp = detect_compression(data[:4])
+    if comp is Compression.NONE:
+        return data if len(data) <= cap else None
+    if comp is not Compression.GZIP:
+        return None
+    codec = _isal_zlib or zlib  # the same decompressobj API; wbits 31: one gzip member, CRC and length checked
+    inflater = codec.decompressobj(31)
+    try:
+        out = inflater.decompress(data, cap)
+    except codec.error:
+        return None
+    return out if inflater.eof and not inflater.unused_data else None
 
 
 def open_decompressed(

@@ -24,6 +24,7 @@ from layerkit.tarfs.compression import (
     GZIP_HEADER,
     HAVE_ISAL,
     HAVE_ZLIB_NG,
+    decompress_whole,
     gzip_backend,
     gzip_blocked,
     open_compressor,
@@ -186,6 +187,26 @@ def test_multi_member_gzip_and_multi_frame_zstd() -> None:
     assert open_decompressed(io.BytesIO(g)).read() == b"abcdef"
     z = zstandard.ZstdCompressor().compress(b"abc") + zstandard.ZstdCompressor().compress(b"def")
     assert open_decompressed(io.BytesIO(z)).read() == b"abcdef"
+
+
+def test_decompress_whole_takes_one_complete_gzip_member_or_a_plain_tar() -> None:
+    data = DATA[:20_000]
+    member = gzip.compress(data, mtime=0)
+    assert decompress_whole(member, 1 << 20) == data
+    assert decompress_whole(data, 1 << 20) == data  # an uncompressed layer is its own tar
+
+
+@pytest.mark.parametrize("blob, why", [
+    (gzip.compress(DATA[:20_000]) + gzip.compress(b"more"), "a second member"),
+    (gzip.compress(DATA[:20_000]) + b"\0\0\0\0", "bytes after the member"),
+    (gzip.compress(DATA[:20_000])[:-4], "no length in the trailer"),
+    (gzip.compress(DATA[:20_000])[:-8] + b"\0" * 8, "a wrong CRC"),
+    (gzip.compress(bytes(2 << 20)), "more out than the cap"),
+    (zstandard.ZstdCompressor().compress(DATA[:20_000]), "zstd"),
+    (DATA[: (1 << 20) + 1], "a plain tar over the cap"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_decompress_whole_leaves_everything_else_to_the_streaming_reader(blob: bytes, why: str) -> None:
+    assert decompress_whole(blob, 1 << 20) is None, why
 
 
 class _NoPeek(io.RawIOBase):
