@@ -176,12 +176,15 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
 def unpack(ref: str, directory: str, rootless: bool, no_privileged_bits: bool, as_json: bool,
            platform: str | None, insecure: bool, limits: Any) -> None:
     """Unpack the merged rootfs of image REF into DIRECTORY (empty or new), safely."""
+    from ..union.readahead import LayerStreams
+
+    # the base layer starts decompressing (in a thread) before the unpacker loads, which overlaps the two
+    streams = LayerStreams(_open(ref, platform, insecure))
     from ..union.unpack import unpack as unpack_tree
 
-    image = _open(ref, platform, insecure)
     with _progress(is_tty() and not as_json, "unpacking") as progress:
         # a rootless tree is for looking at, not for running as root: no setuid or capabilities
-        result = unpack_tree(image, directory, rootless=rootless, no_privileged_bits=no_privileged_bits or rootless,
+        result = unpack_tree(streams, directory, rootless=rootless, no_privileged_bits=no_privileged_bits or rootless,
                              limits=limits, progress=progress)
     skipped = [{"path": s.path, "layer": s.layer, "reason": s.reason} for s in result.skipped]
     stripped = [{"path": s.path, "layer": s.layer, "bits": list(s.bits)} for s in result.stripped]

@@ -3,6 +3,7 @@
 - :mod:`.tree` indexes tar headers into the merged view (:class:`Union`), with per-layer attribution.
 - :mod:`.safefs` performs every filesystem write relative to an open root directory fd.
 - :mod:`.unpack` writes the merged rootfs (top-down, each survivor once) or applies one layer.
+- :mod:`.readahead` hands out a stack's layer streams for that pass, the big ones decompressed ahead.
 - :mod:`.export` streams the merged rootfs as one plain tar.
 """
 

@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
-from ..streams import ReadAhead
 from ..tarfs.entry import Entry, EntryType
 from ..tarfs.limits import default_limits
 from ..tarfs.paths import parent
@@ -62,6 +61,7 @@ from ..tarfs.whiteout import (
     whiteout_target,
 )
 from .layers import compressed_size, implicit_dir, is_image, layer_label
+from .readahead import LayerStreams
 from .safefs import SafeRoot, copy_to_fd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -293,37 +293,44 @@ def unpack(
     limits: Limits | None = None,
     progress: Progress | None = None,
 ) -> UnpackResult:
-    """Write the merged rootfs of ``image`` (an Image, a layer list or a ready :class:`Union`) into
-    ``target_dir``, which must be empty or absent."""
-    policy = _policy(rootless, no_privileged_bits)
-    target = _prepare_target(target_dir)
-    # what we create in the empty target belongs to us, unless a setgid target passes its group on
-    # (the directories we make stay 0700, setgid-free, until the metadata pass)
-    creator = None if os.stat(target).st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
-    with SafeRoot(target, resolve="never") as root:
-        if not _is_union(image):
-            if not is_image(image):
-                image = list(image)  # read twice when the streaming pass steps back
-            layers = list(image.layers) if is_image(image) else image
-            w = _Writer(root, policy, UnpackResult(), creator)
-            try:
-                final = _Stream(layers, limits or default_limits(), w, progress).run()
-            except Exception:  # noqa: BLE001 - the index-first unpack decides, and reports, exactly
-                root.clear_dir(".")
-            else:
-                final()
-                return w.result
-        # the index: only for a ready Union or when the single pass steps back
-        from .tree import Union
+    """Write the merged rootfs of ``image`` into ``target_dir``, which must be empty or absent.
 
-        if isinstance(image, Union):
-            union = image
-        else:
-            index_cb = (lambda done, total: progress("index", done, total)) if progress else None
-            union = Union(image, limits=limits, progress=index_cb)
-        w = _Writer(root, policy, UnpackResult(), creator)
-        _write_union(union, w, _Context(union.label), progress)
-    return w.result
+    ``image`` is an Image, a layer list, a ready :class:`Union`, or :class:`LayerStreams` over the
+    layers, already reading ahead (``unpack`` closes them).
+    """
+    streams = image if isinstance(image, LayerStreams) else None
+    try:
+        policy = _policy(rootless, no_privileged_bits)
+        target = _prepare_target(target_dir)
+        # what we create in the empty target belongs to us, unless a setgid target passes its group on
+        # (the directories we make stay 0700, setgid-free, until the metadata pass)
+        creator = None if os.stat(target).st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
+        with SafeRoot(target, resolve="never") as root:
+            if not _is_union(image):
+                if streams is None:
+                    streams = LayerStreams(image if is_image(image) else list(image))  # a list: read twice if it steps back
+                w = _Writer(root, policy, UnpackResult(), creator)
+                try:
+                    final = _Stream(streams, limits or default_limits(), w, progress).run()
+                except Exception:  # noqa: BLE001 - the index-first unpack decides, and reports, exactly
+                    root.clear_dir(".")
+                else:
+                    final()
+                    return w.result
+            # the index: only for a ready Union or when the single pass steps back
+            from .tree import Union
+
+            if isinstance(image, Union):
+                union = image
+            else:
+                index_cb = (lambda done, total: progress("index", done, total)) if progress else None
+                union = Union(streams.source if streams is not None else image, limits=limits, progress=index_cb)
+            w = _Writer(root, policy, UnpackResult(), creator)
+            _write_union(union, w, _Context(union.label), progress)
+        return w.result
+    finally:
+        if streams is not None:
+            streams.close()
 
 
 def _is_union(obj: Any) -> bool:
@@ -342,10 +349,6 @@ _HIDE_NONDIR = _SUBTREE | _NODE | _NONDIR
 _IMPLICIT = "implicit"  # a directory a layer's members imply without spelling it out
 
 
-#: compressed layers from this size on are read ahead in a thread (below it, starting one costs more)
-_READ_AHEAD_FROM = 1 << 20
-
-
 class _Bail(Exception):
     """Something the streaming pass leaves to the index (see the module docstring)."""
 
@@ -359,18 +362,17 @@ class _Stream:
     is done). Each layer keeps the types of its members (``kinds``) to apply the in-layer rules.
     """
 
-    def __init__(self, layers: list[Any], limits: Limits, w: _Writer, progress: Progress | None) -> None:
-        self.layers = layers
+    def __init__(self, streams: LayerStreams, limits: Limits, w: _Writer, progress: Progress | None) -> None:
+        self.streams = streams
+        self.layers = streams.layers
         self.limits = limits
         self.w = w
         self.root = w.root
         self.progress = progress
         self.hides: dict[str, int] = {}
-        self.made: dict[str, int] = {".": len(layers) - 1}  # directories on disk -> the layer that made them
+        self.made: dict[str, int] = {".": len(self.layers) - 1}  # directories on disk -> the layer that made them
         self.dir_meta: dict[str, tuple[Entry, int]] = {}  # the metadata each visible directory shows
         self.others: list[tuple[str, Entry, int]] = []  # symlinks, devices, fifos made: metadata last
-        self.big = [(s := compressed_size(layer)) is not None and s >= _READ_AHEAD_FROM for layer in layers]
-        self.ahead: dict[int, tuple[Any, ReadAhead]] = {}  # big layers being read ahead: (raw, reader)
 
     def label(self, i: int) -> str:
         return layer_label(self.layers[i], i)
@@ -385,26 +387,8 @@ class _Stream:
                 if self.progress is not None:
                     self.progress("index", done + 1, n)
         finally:
-            for raw, ahead in self.ahead.values():
-                ahead.close()
-                raw.close()
+            self.streams.close()
         return self._finish
-
-    def _open(self, i: int) -> tuple[Any, Any]:
-        """Layer ``i``'s tar as (raw, what to read), and the next big layer below it set reading ahead.
-
-        A big layer is decompressed and hashed in a thread while the layers above it are written (a
-        base image is read last, newest first), one such layer ahead of the one streaming.
-        """
-        raw, stream = self.ahead.pop(i, (None, None))
-        if raw is None:
-            raw = self.layers[i].open_tar()
-            stream = ReadAhead(raw) if self.big[i] else raw
-        nxt = next((j for j in range(i - 1, -1, -1) if self.big[j]), None)
-        if nxt is not None and nxt not in self.ahead:
-            below = self.layers[nxt].open_tar()
-            self.ahead[nxt] = (below, ReadAhead(below))
-        return raw, stream
 
     def _layer(self, i: int, written: int) -> int:
         layer = self.layers[i]
@@ -449,7 +433,7 @@ class _Stream:
                     root.mkdir(q, 0o700)
                     made[q] = i
 
-        raw, stream = self._open(i)
+        raw, stream = self.streams.open(i)  # a big layer was decompressing while the ones above it were written
         try:
             entries = iter_entries(stream, layer=self.label(i), limits=self.limits, compressed_size=compressed_size(layer))
             for seq, (entry, data) in enumerate(entries):

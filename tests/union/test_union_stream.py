@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from hostile import CASES, Case, TarLayer, d, dev, f, fifo, hl, opq, sym, tar, wh
 
+from layerkit.errors import LayerError
 from layerkit.union import Union
-from layerkit.union import unpack as unpack_mod
+from layerkit.union.readahead import READ_AHEAD_FROM, LayerStreams
 from layerkit.union.unpack import unpack
 
 
@@ -160,7 +161,7 @@ class Big(Counting):
 
     def __init__(self, data: bytes, ident: str, opened: list[int]) -> None:
         super().__init__(data, ident, opened)
-        self.size = max(len(data), unpack_mod._READ_AHEAD_FROM)
+        self.size = max(len(data), READ_AHEAD_FROM)
 
 
 def _read_ahead_threads() -> list[threading.Thread]:
@@ -183,7 +184,7 @@ def test_the_next_big_layer_is_read_ahead_while_the_ones_above_it_are_written(sh
     blobs = [tar(d("bin"), f("bin/sh", "base")), tar(f("a", "1")), tar(f("b", "2")), tar(wh("a"))]
     layers = [Big(blobs[0], "L0", opened)] + [Counting(b, f"L{i}", opened) for i, b in enumerate(blobs) if i]
     unpack(layers, shm / "t")
-    assert opened == [3, 0, 2, 1], "the base is opened with the top layer, each layer once"
+    assert opened == [0, 3, 2, 1], "the base is opened first, to read ahead; then newest first, each layer once"
     assert sorted(os.listdir(shm / "t")) == ["b", "bin"]
     assert not _read_ahead_threads()
 
@@ -193,6 +194,44 @@ def test_a_layer_read_ahead_is_stopped_when_the_pass_steps_back(shm: Path) -> No
     blobs = [tar(f("orig", "payload"), f("pad", "x" * 100_000)), tar(f("z", "1")), tar(hl("l1", "orig"))]
     layers = [Big(blobs[0], "L0", opened)] + [Counting(b, f"L{i}", opened) for i, b in enumerate(blobs) if i]
     unpack(layers, shm / "t")
-    assert opened[:2] == [2, 0], "the base was being read ahead when the hard link made the pass step back"
+    assert opened[:2] == [0, 2], "the base was being read ahead when the hard link made the pass step back"
     assert os.stat(shm / "t" / "l1").st_ino == os.stat(shm / "t" / "orig").st_ino
     assert not _read_ahead_threads()
+
+
+def test_layer_streams_start_the_base_reading_before_unpack_is_called(shm: Path) -> None:
+    opened: list[int] = []
+    blobs = [tar(d("bin"), f("bin/sh", "base")), tar(f("a", "1")), tar(wh("a"))]
+    layers = [Big(blobs[0], "L0", opened)] + [Counting(b, f"L{i}", opened) for i, b in enumerate(blobs) if i]
+    streams = LayerStreams(layers)
+    assert opened == [0], "the base is being read already"
+    unpack(streams, shm / "t")
+    assert opened == [0, 2, 1], "and is not opened again"
+    assert sorted(os.listdir(shm / "t")) == ["bin"]
+    assert not _read_ahead_threads()
+
+
+def test_unpack_closes_the_streams_it_is_given_when_it_refuses_the_target(shm: Path) -> None:
+    (shm / "full").mkdir()
+    (shm / "full" / "x").write_text("")
+    streams = LayerStreams([Big(tar(f("a", "1")), "L0", [])])
+    with pytest.raises(LayerError, match="not empty"):
+        unpack(streams, shm / "full")
+    assert not _read_ahead_threads()
+
+
+class Unopenable(Big):
+    """A big layer whose blob is gone: opening it fails."""
+
+    def open_tar(self) -> Any:
+        super().open_tar()
+        raise LayerError(f"layer {self.id}: blob not found")
+
+
+def test_a_layer_that_cannot_be_read_ahead_fails_in_its_turn_as_without_streams(shm: Path) -> None:
+    blobs = [tar(f("a", "1")), tar(f("b", "2"))]
+    streams = LayerStreams([Unopenable(blobs[0], "L0", []), Counting(blobs[1], "L1", [])])  # does not raise
+    with pytest.raises(LayerError, match="L0: blob not found"):
+        unpack(streams, shm / "a")
+    with pytest.raises(LayerError, match="L0: blob not found"):
+        unpack([Unopenable(blobs[0], "L0", []), Counting(blobs[1], "L1", [])], shm / "b")
