@@ -131,6 +131,19 @@ class _Source:
                 need -= len(chunk)
         return b"".join(parts)
 
+    def read_some(self, n: int) -> memoryview:
+        """Up to ``n`` bytes (n > 0; at least one), as a view of the buffer: no copy."""
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            buf, pos = self._raw_read(READ_SIZE), 0
+            if not buf:
+                raise TarFormatError(f"{self._what}: truncated archive: {n} bytes missing at byte {self.offset}")
+            self._buf = buf
+        k = min(n, len(buf) - pos)
+        self._pos = pos + k
+        self._count(k)
+        return memoryview(buf)[pos : pos + k]
+
     def skip(self, n: int) -> None:
         if n <= 0:
             return
@@ -190,6 +203,19 @@ class _FileReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
+    def read_some(self, n: int) -> bytes | memoryview:
+        """Up to ``n`` bytes of the content without copying them: fewer where the stream's buffer ends,
+        empty at the end of the content. A view is valid until the next read."""
+        if self._dead:
+            raise ValueError("content reader used after iter_entries moved to the next entry")
+        left = self._left
+        n = min(n, left)
+        if n <= 0:
+            return b""
+        data = self._src.read_some(n)
+        self._left = left - len(data)
+        return data
+
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
         n = len(data)
@@ -212,6 +238,9 @@ class _SparseReader(_FileReader):
         self._seg = 0
         self._pos = 0
         self._real = realsize
+
+    def read_some(self, n: int) -> bytes:
+        return self.read(n)  # holes are made, not read: no buffer to view
 
     def read(self, n: int | None = -1) -> bytes:
         if self._dead:

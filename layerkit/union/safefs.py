@@ -504,9 +504,10 @@ def _scan(dfd: int) -> list[tuple[str, bool]]:
 
 
 def copy_to_fd(content: BinaryIO, fd: int) -> int:
-    """Copy a stream into an fd in 1 MiB pieces; returns the byte count."""
+    """Copy a stream into an fd in pieces of up to 1 MiB; returns the byte count. A tar member's
+    content is written straight from the reader's buffer (``read_some`` hands out views of it)."""
     total = 0
-    read = content.read
+    read = getattr(content, "read_some", None) or content.read
     while True:
         chunk = read(CHUNK)
         if not chunk:

@@ -12,13 +12,18 @@ import subprocess
 import tarfile
 import tempfile
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layerkit.errors import LayerkitError, LimitExceededError, TarFormatError, UnsafePathError
+from layerkit.errors import (
+    LayerkitError,
+    LimitExceededError,
+    TarFormatError,
+    UnsafePathError,
+)
 from layerkit.tarfs import Entry, EntryType
 from layerkit.tarfs.reader import Limits, iter_entries, iter_layer
 
@@ -489,3 +494,62 @@ def test_any_read_sizes_of_the_stream_give_the_same_entries(sizes: list[int]) ->
     assert got == want
     indexed = [e for e, _ in iter_entries(_Pieces(data, sizes), content=False)]  # type: ignore[arg-type]
     assert indexed == [e for e, _ in want]
+
+
+def _by_pieces(content: object, n: int) -> bytes:
+    out = []
+    while piece := content.read_some(n):  # type: ignore[attr-defined]
+        assert isinstance(piece, (bytes, memoryview)) and 0 < len(piece) <= n
+        out.append(bytes(piece))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 505], [513], [1000, 24], [100_000]], ids=lambda s: "-".join(map(str, s)))
+def test_read_some_gives_the_content_in_views_whatever_the_stream_hands_over(sizes: list[int]) -> None:
+    data = _mixed_archive()
+    want = read_all(data)
+    got = [(e, _by_pieces(c, 4096) if c is not None else None) for e, c in iter_entries(_Pieces(data, sizes))]  # type: ignore[arg-type]
+    assert got == want
+
+
+def test_read_some_views_the_stream_buffer_instead_of_copying() -> None:
+    payload = os.urandom(100_000)
+    for _, c in iter_entries(io.BytesIO(one_file_tar("f", payload))):
+        assert c is not None
+        first = c.read_some(1 << 20)
+        assert isinstance(first, memoryview) and first.obj is not None and len(first.obj) > len(first)
+        assert bytes(first) + _by_pieces(c, 1 << 20) == payload
+
+
+def test_read_some_mixes_with_read_and_refuses_after_the_entry() -> None:
+    payload = bytes(range(256)) * 40
+    readers = []
+    for _, c in iter_entries(io.BytesIO(one_file_tar("f", payload))):
+        assert c is not None
+        assert c.read(10) + bytes(c.read_some(100)) + c.read() == payload
+        readers.append(c)
+    with pytest.raises(ValueError, match="moved to the next entry"):
+        readers[0].read_some(1)
+
+
+def test_read_some_of_a_truncated_member_is_a_tar_format_error() -> None:
+    data = one_file_tar("f", os.urandom(50_000))[:20_000]
+    with pytest.raises(TarFormatError, match="truncated"):
+        for _, c in iter_entries(io.BytesIO(data)):
+            assert c is not None
+            _by_pieces(c, 1 << 20)
+
+
+def test_read_some_expands_sparse_holes(shm: str) -> None:
+    if GNU_TAR is None:
+        pytest.skip("GNU tar not installed")
+    src = f"{shm}/src"
+    os.makedirs(src)
+    with open(f"{src}/sparse", "wb") as f:
+        f.write(b"head")
+        f.seek(2 << 20)
+        f.write(b"tail")
+    subprocess.run([GNU_TAR, "--format=gnu", "-S", "-cf", f"{shm}/s.tar", "-C", src, "sparse"], check=True)
+    with open(f"{shm}/s.tar", "rb") as archive, open(f"{src}/sparse", "rb") as original:
+        for _, c in iter_entries(archive):
+            assert _by_pieces(c, 1 << 20) == original.read()
