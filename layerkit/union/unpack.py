@@ -372,7 +372,7 @@ class _Stream:
         self.hides: dict[str, int] = {}
         self.made: dict[str, int] = {".": len(self.layers) - 1}  # directories on disk -> the layer that made them
         self.dir_meta: dict[str, tuple[Entry, int]] = {}  # the metadata each visible directory shows
-        self.others: list[tuple[str, Entry, int]] = []  # symlinks, devices, fifos made: metadata last
+        self.others: list[tuple[str, Entry, int]] = []  # devices, fifos, symlinks with xattrs: metadata last
 
     def label(self, i: int) -> str:
         return layer_label(self.layers[i], i)
@@ -500,6 +500,10 @@ class _Stream:
                             raise _Bail  # its original is hidden: the index picks the path for the bytes
                         root.link(path, c)
                         w.result.hardlinks += 1
+                elif t is EntryType.SYMLINK and not entry.xattrs:
+                    if visible:  # nothing made later changes a symlink: its metadata goes on now
+                        w.make(path, entry, i)
+                        w.meta(path, entry, i)
                 elif visible:
                     w.key = (1, _walk_key(path))
                     if w.make(path, entry, i):
@@ -513,7 +517,7 @@ class _Stream:
         return written
 
     def _finish(self) -> None:
-        """Metadata of symlinks, devices and fifos, then of directories deepest first."""
+        """Metadata of devices, fifos and symlinks with xattrs, then of directories deepest first."""
         w = self.w
         ctx = _Context(self.label)
         w.sort_report()

@@ -235,3 +235,16 @@ def test_a_layer_that_cannot_be_read_ahead_fails_in_its_turn_as_without_streams(
         unpack(streams, shm / "a")
     with pytest.raises(LayerError, match="L0: blob not found"):
         unpack([Unopenable(blobs[0], "L0", []), Counting(blobs[1], "L1", [])], shm / "b")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners other than the caller's need root")
+def test_a_symlink_keeps_its_own_metadata_whatever_is_written_after_it(shm: Path) -> None:
+    blobs = [tar(d("etc"), sym("etc/link", "target", mtime=1_000_000, uid=7, gid=8),
+                 f("etc/later", "x", mtime=2_000_000)),
+             tar(sym("top", "etc/link", mtime=3_000_000), f("etc/newer", "y"))]
+    unpack(_layers(blobs), shm / "t")
+    link, top = os.lstat(shm / "t" / "etc" / "link"), os.lstat(shm / "t" / "top")
+    assert (link.st_mtime, link.st_uid, link.st_gid) == (1_000_000, 7, 8)
+    assert top.st_mtime == 3_000_000 and os.readlink(shm / "t" / "top") == "etc/link"
+    streamed, indexed = _both(blobs, shm / "both")
+    assert streamed == indexed
