@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
     "ls": "layerkit.cli.union:ls",
     "cat": "layerkit.cli.union:cat",
     "export": "layerkit.cli.union:export",
-    "unpack": "layerkit.cli.union:unpack",
+    "unpack": "layerkit.cli.unpack:unpack",
     "dockerfile": "layerkit.cli.dockerfile:dockerfile",
     "info": "layerkit.cli.info:info",
 }

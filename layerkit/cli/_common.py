@@ -114,3 +114,17 @@ def byte_progress(enabled: bool) -> Iterator[ProgressUpdate | None]:
 
         yield update
 
+
+def open_ref(ref: str, platform: str | None, insecure: bool) -> Any:
+    """The image ``ref`` names (``--platform`` and ``--insecure`` applied), from wherever it lives."""
+    from ..transport import open_image
+
+    return open_image(ref, platform=platform or None, insecure=insecure)
+
+
+@contextmanager
+def stage_progress(enabled: bool, what: str) -> Iterator[Any]:
+    """The library's ``progress(stage, done, total)`` drawn as a bar (``None`` when off)."""
+    with byte_progress(enabled) as bar:
+        yield (lambda stage, done, total: bar(stage, "indexing layers" if stage == "index" else what, done,
+                                              total)) if bar else None

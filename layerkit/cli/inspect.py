@@ -14,19 +14,13 @@ from ._common import (
     is_tty,
     json_option,
     limits_option,
+    open_ref,
     platform_option,
     print_json,
 )
 from .output import Column, Output, Span, Table, Tree
 
 __all__ = ["blame", "inspect"]
-
-
-def _open(ref: str, platform: str | None, insecure: bool) -> Any:
-    from ..spec import Platform
-    from ..transport import open_image
-
-    return open_image(ref, platform=Platform.parse(platform) if platform else None, insecure=insecure)
 
 
 def _human(n: float) -> str:
@@ -181,7 +175,7 @@ def inspect(ref: str, as_json: bool, platform: str | None, insecure: bool, raw: 
             max_wasted_bytes: str | None, max_wasted_percent: str | None, html_file: str | None,
             limits: Any) -> None:
     """Show an image's config, history and layers with their real sizes, changes and waste."""
-    image = _open(ref, platform, insecure)
+    image = open_ref(ref, platform, insecure)
     if raw is not None:
         data = image.manifest.to_bytes() if raw == "manifest" else image.raw_config
         sys.stdout.buffer.write(data)
@@ -248,7 +242,7 @@ def blame(ref: str, path: str, as_json: bool, platform: str | None, insecure: bo
     from ..analyze.summary import blame as blame_path
     from ..errors import LayerkitError
 
-    image = _open(ref, platform, insecure)
+    image = open_ref(ref, platform, insecure)
     ins = _inspect_with_progress(image, ref, limits)
     result = blame_path(ins, path)
     if not result.versions:

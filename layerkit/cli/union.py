@@ -1,11 +1,9 @@
-"""``layerkit ls``, ``cat``, ``export`` and ``unpack``: the merged filesystem of an image."""
+"""``layerkit ls``, ``cat`` and ``export``: the merged filesystem of an image (``unpack`` has a module of its own)."""
 
 from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,20 +11,15 @@ import click
 
 from ..errors import LayerkitError
 from ._common import (
-    byte_progress,
     insecure_option,
     is_tty,
     json_option,
     limits_option,
+    open_ref,
     platform_option,
     print_json,
+    stage_progress,
 )
-
-
-def _open(ref: str, platform: str | None, insecure: bool) -> Any:
-    from ..transport import open_image
-
-    return open_image(ref, platform=platform, insecure=insecure)
 
 
 def _union(image: Any, limits: Any) -> Any:
@@ -38,14 +31,6 @@ def _union(image: Any, limits: Any) -> Any:
 
 def _missing(exc: OSError) -> LayerkitError:
     return LayerkitError(str(exc.args[0] if len(exc.args) == 1 else exc))
-
-
-@contextmanager
-def _progress(enabled: bool, what: str) -> Iterator[Any]:
-    """The library's ``progress(stage, done, total)`` drawn as a bar (``None`` when off)."""
-    with byte_progress(enabled) as bar:
-        yield (lambda stage, done, total: bar(stage, "indexing layers" if stage == "index" else what, done,
-                                              total)) if bar else None
 
 
 def _digest(image: Any, layer: int) -> str:
@@ -78,7 +63,7 @@ def _long_line(node: Any, name: str) -> str:
 def ls(ref: str, path: str, long: bool, recursive: bool, as_json: bool, platform: str | None, insecure: bool,
        limits: Any) -> None:
     """List PATH in the merged filesystem of image REF, with the layer providing each entry."""
-    image = _open(ref, platform, insecure)
+    image = open_ref(ref, platform, insecure)
     union = _union(image, limits)
     try:
         top = union.stat(path)
@@ -115,7 +100,7 @@ def ls(ref: str, path: str, long: bool, recursive: bool, as_json: bool, platform
 @limits_option
 def cat(ref: str, path: str, platform: str | None, insecure: bool, limits: Any) -> None:
     """Write the content of file PATH of image REF to stdout (symlinks followed inside the image)."""
-    union = _union(_open(ref, platform, insecure), limits)
+    union = _union(open_ref(ref, platform, insecure), limits)
     try:
         src = union.open(path)
     except OSError as exc:
@@ -140,8 +125,8 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
 
     from ..union.export import export as export_tar
 
-    image = _open(ref, platform, insecure)
-    with _progress(is_tty() and output != "-", "exporting") as progress:
+    image = open_ref(ref, platform, insecure)
+    with stage_progress(is_tty() and output != "-", "exporting") as progress:
         if output == "-":
             result = export_tar(image, sys.stdout.buffer, limits=limits, progress=progress)
             sys.stdout.buffer.flush()
@@ -161,59 +146,3 @@ def export(ref: str, output: str, as_json: bool, platform: str | None, insecure:
         print_json({"reference": ref, "output": output, "diff_id": result.diff_id, "size": result.uncompressed_size})
     elif output != "-":
         click.echo(f"exported {ref} to {output} ({result.uncompressed_size} bytes, {result.diff_id})", err=True)
-
-
-@click.command("unpack")
-@click.argument("ref")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--rootless", is_flag=True,
-              help="Do not chown (files belong to you); skip device nodes; implies --no-privileged-bits.")
-@click.option("--no-privileged-bits", is_flag=True, help="Strip setuid/setgid bits and file capabilities.")
-@json_option
-@platform_option
-@insecure_option
-@limits_option
-def unpack(ref: str, directory: str, rootless: bool, no_privileged_bits: bool, as_json: bool,
-           platform: str | None, insecure: bool, limits: Any) -> None:
-    """Unpack the merged rootfs of image REF into DIRECTORY (empty or new), safely."""
-    from ..union.readahead import LayerStreams
-
-    # the base layer starts decompressing (in a thread) before the unpacker loads, which overlaps the two
-    streams = LayerStreams(_open(ref, platform, insecure))
-    from ..union.unpack import unpack as unpack_tree
-
-    with _progress(is_tty() and not as_json, "unpacking") as progress:
-        # a rootless tree is for looking at, not for running as root: no setuid or capabilities
-        result = unpack_tree(streams, directory, rootless=rootless, no_privileged_bits=no_privileged_bits or rootless,
-                             limits=limits, progress=progress)
-    skipped = [{"path": s.path, "layer": s.layer, "reason": s.reason} for s in result.skipped]
-    stripped = [{"path": s.path, "layer": s.layer, "bits": list(s.bits)} for s in result.stripped]
-    if as_json:
-        print_json({
-            "reference": ref, "directory": directory, "files": result.files, "dirs": result.dirs,
-            "symlinks": result.symlinks, "hardlinks": result.hardlinks, "specials": result.specials,
-            "bytes": result.bytes, "skipped": skipped, "stripped": stripped,
-        })
-        return
-    click.echo(
-        f"unpacked {ref} into {directory}: {result.files} files, {result.dirs} directories, "
-        f"{result.symlinks} symlinks, {result.hardlinks} hard links, {result.bytes} bytes",
-        err=True,
-    )
-    _report_policy(skipped, stripped)
-
-
-#: paths listed per line of the unpack summary; --json lists them all
-_SHOWN = 5
-
-
-def _report_policy(skipped: list[dict[str, Any]], stripped: list[dict[str, Any]]) -> None:
-    """A short stderr summary of what the policy left out: one line per reason, a few paths each."""
-    groups: dict[str, list[str]] = {}
-    for s in skipped:
-        groups.setdefault(f"skipped: {s['reason']}", []).append(s["path"])
-    for s in stripped:
-        groups.setdefault(f"stripped: {'/'.join(s['bits'])} bit", []).append(s["path"])
-    for what, paths in groups.items():
-        more = f" and {len(paths) - _SHOWN} more (--json lists all)" if len(paths) > _SHOWN else ""
-        click.echo(f"{what}: {', '.join(paths[:_SHOWN])}{more}", err=True)
