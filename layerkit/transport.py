@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, cast
 
 from .errors import ImageNotFoundError, InvalidReferenceError, SourceError
 from .image import Image, ImageSink
 from .reference import DockerReference, TransportReference, parse_reference
 from .spec import Descriptor, Index, Platform, parse_manifest_or_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
 
 __all__ = ["open_image", "open_index", "open_sink", "resolved_from", "store_name"]
 
@@ -47,6 +49,9 @@ def _store(home: str | os.PathLike[str] | None) -> Any:
 def _tmp_dir(home: str | os.PathLike[str] | None) -> Path | None:
     """Where big temporaries go: the store's tmp dir when the store exists (same disk as the blobs,
     and cleaned by the store), else ``$TMPDIR``. Never creates a store just for that."""
+    # imported here: only archives and the Engine need it, and opening a layout imports no pathlib
+    from pathlib import Path
+
     from .store import default_home
 
     tmp = (Path(home) if home is not None else default_home()) / "tmp"

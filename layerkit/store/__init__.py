@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from ..lazy import lazy_attributes
 from .layout import GC_GRACE_SECONDS, BlobWriter, OCILayout
-from .local import LocalStore, default_home, normalize_tag, open_store
 from .lock import FileLock, LockTimeoutError
 
 __all__ = [
@@ -24,9 +23,13 @@ __all__ = [
     "open_store",
 ]
 
-#: the maintenance reports, defined on first use (see :mod:`.results`)
-__getattr__ = lazy_attributes(__name__, {"CheckResult": ".results", "GcResult": ".results",
-                                         "ImageSummary": ".results"})
+#: defined on first use: the local store (reading an ``oci:`` layout needs none of it) and the
+#: maintenance reports (see :mod:`.results`)
+__getattr__ = lazy_attributes(__name__, {
+    **dict.fromkeys(("LocalStore", "default_home", "normalize_tag", "open_store"), ".local"),
+    **dict.fromkeys(("CheckResult", "GcResult", "ImageSummary"), ".results"),
+})
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .local import LocalStore, default_home, normalize_tag, open_store
     from .results import CheckResult, GcResult, ImageSummary

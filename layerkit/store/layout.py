@@ -27,8 +27,8 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import contextmanager, suppress
+from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from .. import mediatypes as mt
@@ -58,6 +58,8 @@ from ..spec import (
 from .lock import FileLock
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from .results import CheckResult, GcResult, ImageSummary
 
 __all__ = [
@@ -101,7 +103,8 @@ def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
         os.chmod(tmp, 0o644)
         os.rename(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
 
@@ -127,6 +130,7 @@ class BlobWriter:
         self._layout = layout
         layout._ingest_dir.mkdir(parents=True, exist_ok=True)
         import tempfile
+        from pathlib import Path
 
         fd, tmp = tempfile.mkstemp(dir=layout._ingest_dir, prefix="blob-", suffix=".tmp")
         self._tmp = Path(tmp)
@@ -207,28 +211,32 @@ class BlobWriter:
 
 
 class OCILayout:
-    """An OCI image layout directory; implements ``BlobSource`` so ``Image`` can read from it."""
+    """An OCI image layout directory; implements ``BlobSource`` so ``Image`` can read from it.
+
+    Reading goes by plain path strings: ``pathlib`` costs a command ~4 ms to import, and a read of a
+    layout needs none of it. The :class:`~pathlib.Path` attributes (``root`` …) are made on first use.
+    """
 
     def __init__(self, root: str | os.PathLike[str], create: bool = False) -> None:
-        self.root = Path(root)
+        self._dir = os.fspath(root)
         #: human-readable origin for messages (``BlobSource.name``)
-        self.name = f"oci:{self.root}"
-        self._blobs_dir = self.root / "blobs"
-        self._state_dir = self.root / _STATE
-        self._ingest_dir = self._state_dir / "ingest"
-        self._index_file = self.root / "index.json"
-        self._index_lock = FileLock(self._state_dir / "index.lock", "index")
-        self._ingest_lock = FileLock(self._state_dir / "ingest.lock", "gc")
-        layout_file = self.root / "oci-layout"
-        if create and not layout_file.is_file():
+        self.name = f"oci:{self._dir.rstrip('/') or '/'}"
+        state = os.path.join(self._dir, _STATE)
+        self._index_lock = FileLock(os.path.join(state, "index.lock"), "index")
+        self._ingest_lock = FileLock(os.path.join(state, "ingest.lock"), "gc")
+        layout_file = os.path.join(self._dir, "oci-layout")
+        if create and not os.path.isfile(layout_file):
             self._create()
-        if not layout_file.is_file():
+        try:
+            with open(layout_file, "rb") as f:
+                raw = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise StoreError(
                 f"opening {self.name}: not an OCI image layout (no oci-layout file); "
                 "check the path or write an image there first"
-            )
+            ) from None
         try:
-            version = json.loads(layout_file.read_bytes()).get("imageLayoutVersion")
+            version = json.loads(raw).get("imageLayoutVersion")
         except (ValueError, AttributeError):
             version = None
         if version != LAYOUT_VERSION:
@@ -238,7 +246,29 @@ class OCILayout:
             )
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.root}>"
+        return f"<{type(self).__name__} {self.name[4:]}>"
+
+    @cached_property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._dir)
+
+    @cached_property
+    def _blobs_dir(self) -> Path:
+        return self.root / "blobs"
+
+    @cached_property
+    def _state_dir(self) -> Path:
+        return self.root / _STATE
+
+    @cached_property
+    def _ingest_dir(self) -> Path:
+        return self._state_dir / "ingest"
+
+    @cached_property
+    def _index_file(self) -> Path:
+        return self.root / "index.json"
 
     def _create(self) -> None:
         (self._blobs_dir / "sha256").mkdir(parents=True, exist_ok=True)
@@ -266,10 +296,13 @@ class OCILayout:
         d = Digest(digest)
         return self._blobs_dir / d.algorithm / d.hex
 
+    def _blob_file(self, digest: Digest) -> str:
+        return f"{self._dir}/blobs/{digest.algorithm}/{digest.hex}"
+
     def has_blob(self, digest: Digest | str | Descriptor) -> bool:
         """Whether the blob is stored (for a descriptor: with the size it promises)."""
         try:
-            st = self.blob_path(_as_digest(digest)).stat()
+            st = os.stat(self._blob_file(_as_digest(digest)))
         except FileNotFoundError:
             return False
         return not isinstance(digest, Descriptor) or st.st_size == digest.size
@@ -278,7 +311,7 @@ class OCILayout:
         """The raw stored bytes (not verified here: ``Image.open_blob`` verifies as it reads)."""
         digest = _as_digest(descriptor)
         try:
-            return open(self.blob_path(digest), "rb")
+            return open(self._blob_file(digest), "rb")
         except FileNotFoundError:
             raise BlobNotFoundError(digest, self.name) from None
 
@@ -364,7 +397,8 @@ class OCILayout:
 
     def _read_index_doc(self) -> dict[str, Any]:
         try:
-            raw = self._index_file.read_bytes()
+            with open(os.path.join(self._dir, "index.json"), "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             raise CorruptStoreError(f"reading {self.name}: index.json is missing; run `layerkit check`") from None
         try:

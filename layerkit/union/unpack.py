@@ -46,7 +46,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from ..errors import InvalidWhiteoutError, LayerError, UnsafePathError
@@ -239,13 +238,13 @@ class _Writer:
         self.skip(path, layer, f"xattr {key}: {why}")
 
 
-def _prepare_target(target_dir: str | os.PathLike[str]) -> Path:
-    target = Path(target_dir)
+def _prepare_target(target_dir: str | os.PathLike[str]) -> str:
+    target = os.fspath(target_dir)
     try:
         try:
             st = os.lstat(target)
         except FileNotFoundError:
-            target.mkdir(parents=True, mode=0o700)
+            os.makedirs(target, mode=0o700)
             return target
     except OSError as exc:  # a parent that is a file, no permission, a read-only file system
         raise LayerError(f"unpacking into {target}: {exc.strerror or exc}; pass a directory you can create") from None
@@ -624,8 +623,8 @@ def apply_layer(
     replaced by one, as overlayfs shows it).
     """
     policy = _policy(rootless, no_privileged_bits)
-    target = Path(target_dir)
-    target.mkdir(parents=True, exist_ok=True)
+    target = os.fspath(target_dir)
+    os.makedirs(target, exist_ok=True)
     result = UnpackResult()
     ctx = _Context(label=layer)
     with SafeRoot(target, resolve="never") as root:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -304,3 +305,24 @@ def test_summaries_report_size_created_and_platform(two_tags: OCILayout) -> None
     assert a.created == "2024-01-01T00:00:00Z"
     assert a.to_json()["platform"] == "linux/amd64"
     assert Digest(a.to_json()["digest"]) == image.digest
+
+
+def test_reading_a_layout_and_unpacking_from_it_import_no_pathlib(alpine_image_oci: Path, tmp_path: Path) -> None:
+    """pathlib (with urllib.parse and ipaddress) costs a command ~4 ms to import, and reading a layout
+    needs none of it. The child runs without ``site``, which may load pathlib itself."""
+    code = (
+        "import os, sys\n"
+        "from layerkit.store import OCILayout\n"
+        "from layerkit.transport import open_image\n"
+        "from layerkit.union.unpack import unpack\n"
+        f"layout = OCILayout({str(alpine_image_oci)!r})\n"
+        "assert layout.tags() and layout.name.startswith('oci:')\n"
+        f"image = open_image('oci:{alpine_image_oci}:3.20')\n"
+        f"result = unpack(image, {str(tmp_path / 'rootfs')!r}, rootless=os.geteuid() != 0)\n"
+        "assert result.files > 50, result\n"
+        "assert 'pathlib' not in sys.modules, 'pathlib was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert OCILayout(alpine_image_oci).root == alpine_image_oci  # the Path attributes are still there
