@@ -123,3 +123,19 @@ def test_small_records_are_immutable_values(value: Platform | History) -> None:
     assert value == type(value)(**value._asdict()) and hash(value) == hash(type(value)(**value._asdict()))
     assert getattr(value._replace(**{field: "changed"}), field) == "changed"
     assert getattr(value, field) != "changed"
+
+
+def test_documents_compare_by_value_without_their_raw_bytes() -> None:
+    m = make_manifest()
+    parsed = Manifest.from_bytes(m.to_bytes())
+    assert parsed.raw is not None and m.raw is None
+    assert parsed == m
+    assert parsed != make_manifest(docker=True)
+    assert m.config != m  # another class of document: not equal, no error
+    assert repr(m.config) == f"Descriptor(media_type={m.config.media_type!r}, digest={m.config.digest!r}, size=10, " \
+        "annotations={}, platform=None, urls=(), artifact_type='')"
+    assert "raw=" not in repr(parsed)
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(m)
+    with pytest.raises(AttributeError):
+        m.config.size = 11  # type: ignore[misc]
