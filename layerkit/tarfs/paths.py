@@ -44,19 +44,23 @@ def clean_member(name: str) -> str:
         raise UnsafePathError(name, "the name is empty")
     if _blen(name) > MAX_PATH:
         raise UnsafePathError(name[:64] + "...", f"the name is longer than {MAX_PATH} bytes")
-    # fast path: already clean (the common case for every layer we wrote ourselves)
+    # fast path: clean once a leading "./" and a trailing "/" are dropped: every layer we write, and
+    # the "./bin/" of GNU tar and most base images
+    s = name.removeprefix("./")
+    s = s.removesuffix("/")
     if (
-        name[0] != "/"
-        and name[-1] != "/"
-        and "//" not in name
-        and not name.startswith("./")
-        and "/./" not in name
-        and ".." not in name
-        and name != "."
-        and not name.endswith("/.")
-        and _blen(name) <= MAX_COMPONENT
+        s
+        and s[0] != "/"
+        and s[-1] != "/"
+        and "//" not in s
+        and not s.startswith("./")
+        and "/./" not in s
+        and ".." not in s
+        and s != "."
+        and not s.endswith("/.")
+        and _blen(s) <= MAX_COMPONENT
     ):
-        return name
+        return s
     out: list[str] = []
     for part in name.split("/"):
         if part == "" or part == ".":

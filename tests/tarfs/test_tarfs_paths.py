@@ -23,6 +23,13 @@ from layerkit.tarfs.paths import basename, clean_member, join_link, parent
         ("...", "..."),
         ("a..b/c", "a..b/c"),
         ("dir/", "dir"),
+        ("./bin/", "bin"),  # GNU tar's spelling, as in most base images
+        ("./bin/busybox", "bin/busybox"),
+        ("././a", "a"),
+        (".//a", "a"),
+        ("./a//", "a"),
+        ("./.", "."),
+        ("./a/.", "a"),
         ("ü/ß", "ü/ß"),
         ("bad\udcffname", "bad\udcffname"),
     ],
@@ -33,7 +40,8 @@ def test_clean_member_normalises(raw: str, clean: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["..", "../x", "a/../../x", "/../etc", "./..", "a\x00b", "", "x" * 256, "a/" + "é" * 128, "a/" * 2100],
+    ["..", "../x", "a/../../x", "/../etc", "./..", "./../x", "a\x00b", "", "x" * 256, "./" + "x" * 256,
+     "a/" + "é" * 128, "a/" * 2100],
 )
 def test_clean_member_refuses_unsafe(raw: str) -> None:
     with pytest.raises(UnsafePathError):
