@@ -5,15 +5,19 @@ Kept apart from :mod:`.tree` so the streaming unpack, which needs only these, do
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..tarfs.entry import Entry, EntryType
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tarfs.entry import Entry
 
 __all__ = ["compressed_size", "implicit_dir", "is_image", "layer_label"]
 
 
 def implicit_dir(path: str) -> Entry:
     """What a directory no member spells out shows: 0755 root:root, mtime 0 (as overlay2 does)."""
+    # imported here: the read-ahead loads this module, and starts the base layer, before the tar reader
+    from ..tarfs.entry import Entry, EntryType
+
     return Entry(path, EntryType.DIR, 0o755, 0, 0, 0, 0)
 
 
