@@ -105,10 +105,10 @@ def _read_whole(blob: BinaryIO) -> io.BytesIO:
 
 
 class _LayerTar(Reader):
-    """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams (a small
-    blob: whole, as it is opened), the tar against ``diff_id`` at EOF. Closing it closes the blob. When the codec fails, the rest of the
-    blob is read first, so a corrupt blob is reported as what it is (a digest mismatch naming the blob)
-    rather than as a CRC or codec error."""
+    """A layer's decompressed tar, verified twice over: the blob against ``digest`` as it streams (a
+    small blob: whole, as it is opened), the tar against ``diff_id`` at EOF. Closing it closes the blob.
+    When the codec fails, the rest of the blob is read first, so a corrupt blob is reported as what it
+    is (a digest mismatch naming the blob) rather than as a CRC or codec error."""
 
     def __init__(self, layer: Layer) -> None:
         from .tarfs.compression import decompress_whole, open_decompressed

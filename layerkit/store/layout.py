@@ -221,6 +221,7 @@ class OCILayout:
         self._dir = os.fspath(root)
         #: human-readable origin for messages (``BlobSource.name``)
         self.name = f"oci:{self._dir.rstrip('/') or '/'}"
+        self._index_json = os.path.join(self._dir, "index.json")
         state = os.path.join(self._dir, _STATE)
         self._index_lock = FileLock(os.path.join(state, "index.lock"), "index")
         self._ingest_lock = FileLock(os.path.join(state, "ingest.lock"), "gc")
@@ -246,7 +247,7 @@ class OCILayout:
             )
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name[4:]}>"
+        return f"<{type(self).__name__} {self._dir}>"
 
     @cached_property
     def root(self) -> Path:
@@ -268,7 +269,9 @@ class OCILayout:
 
     @cached_property
     def _index_file(self) -> Path:
-        return self.root / "index.json"
+        from pathlib import Path
+
+        return Path(self._index_json)
 
     def _create(self) -> None:
         (self._blobs_dir / "sha256").mkdir(parents=True, exist_ok=True)
@@ -293,8 +296,9 @@ class OCILayout:
     # --- blobs -------------------------------------------------------------------------------------
 
     def blob_path(self, digest: Digest | str) -> Path:
-        d = Digest(digest)
-        return self._blobs_dir / d.algorithm / d.hex
+        from pathlib import Path
+
+        return Path(self._blob_file(Digest(digest)))
 
     def _blob_file(self, digest: Digest) -> str:
         return f"{self._dir}/blobs/{digest.algorithm}/{digest.hex}"
@@ -397,7 +401,7 @@ class OCILayout:
 
     def _read_index_doc(self) -> dict[str, Any]:
         try:
-            with open(os.path.join(self._dir, "index.json"), "rb") as f:
+            with open(self._index_json, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
             raise CorruptStoreError(f"reading {self.name}: index.json is missing; run `layerkit check`") from None
